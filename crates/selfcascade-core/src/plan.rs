@@ -1,0 +1,283 @@
+//! The scale decomposition d_0 < d_1 < … < d_R of a target size.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// An image size in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Size {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+}
+
+impl Size {
+    /// A size of `width` × `height`.
+    pub const fn new(width: usize, height: usize) -> Self {
+        Self { width, height }
+    }
+
+    /// width · height.
+    pub fn pixels(&self) -> u128 {
+        self.width as u128 * self.height as u128
+    }
+}
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}x{}", self.width, self.height)
+    }
+}
+
+impl std::str::FromStr for Size {
+    type Err = Error;
+    /// Parses `WxH` (also `W×H` and `W*H`).
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::Plan(format!(
+                "`{s}` is not a size; write WIDTHxHEIGHT, e.g. 1024x1024"
+            ))
+        };
+        let (w, h) = s.split_once(['x', 'X', '×', '*']).ok_or_else(bad)?;
+        Ok(Self::new(
+            w.trim().parse().map_err(|_| bad())?,
+            h.trim().parse().map_err(|_| bad())?,
+        ))
+    }
+}
+
+/// Largest side accepted, in pixels (far above anything a diffusion model can sample).
+pub const MAX_SIDE: usize = 1 << 20;
+
+/// The stage sizes of a self-cascade run, smallest first; the last is the target.
+///
+/// R = ceil(log₄(target pixels / base pixels)) stages follow the base stage. Stage 0 has about the base
+/// pixel count at the target's aspect ratio; later stages grow geometrically; each has at most 4× the
+/// pixels of the one before (no side more than doubles); every side is a multiple of `align`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScalePlan {
+    stages: Vec<Size>,
+}
+
+fn round_to(x: f64, align: usize) -> usize {
+    ((x / align as f64).round().max(1.0) as usize) * align
+}
+
+fn check_side(name: &str, v: usize, align: usize) -> Result<()> {
+    if v == 0 {
+        return Err(Error::Plan(format!(
+            "{name} must be positive, got 0 (use a multiple of {align})"
+        )));
+    }
+    if v > MAX_SIDE {
+        return Err(Error::Plan(format!(
+            "{name} {v} is larger than the supported maximum {MAX_SIDE}"
+        )));
+    }
+    if v % align != 0 {
+        let below = v / align * align;
+        let above = below + align;
+        let near = if below == 0 {
+            format!("{above}")
+        } else {
+            format!("{below} or {above}")
+        };
+        return Err(Error::Plan(format!(
+            "{name} {v} is not a multiple of {align} (the model's alignment); nearest valid: {near}"
+        )));
+    }
+    Ok(())
+}
+
+impl ScalePlan {
+    /// Plans the stages from a model's base size to `target`, every side a multiple of `align`.
+    pub fn new(base: Size, target: Size, align: usize) -> Result<Self> {
+        if align == 0 {
+            return Err(Error::Plan(
+                "alignment must be positive (64 for Stable Diffusion)".into(),
+            ));
+        }
+        if base.width == 0 || base.height == 0 || base.width > MAX_SIDE || base.height > MAX_SIDE {
+            return Err(Error::Plan(format!(
+                "base size {base} must have sides in 1..={MAX_SIDE}"
+            )));
+        }
+        check_side("target width", target.width, align)?;
+        check_side("target height", target.height, align)?;
+        if target.pixels() < base.pixels() {
+            return Err(Error::Plan(format!(
+                "target {target} has fewer pixels than the model's base size {base}; self-cascade scales up \
+                 only (use a target of at least {} pixels, e.g. {base}, or sample directly)",
+                base.pixels()
+            )));
+        }
+        let mut r = 0u32;
+        while base.pixels() * 4u128.pow(r) < target.pixels() {
+            r += 1;
+        }
+        if r == 0 {
+            return Ok(Self {
+                stages: vec![target],
+            });
+        }
+        let (tw, th) = (target.width as f64, target.height as f64);
+        let bp = base.pixels() as f64;
+        let w0 = round_to((bp * tw / th).sqrt(), align).min(target.width);
+        let h0 = round_to((bp * th / tw).sqrt(), align).min(target.height);
+        let mut stages: Vec<Size> = (0..=r)
+            .map(|i| {
+                let f = i as f64 / r as f64;
+                let w =
+                    round_to(w0 as f64 * (tw / w0 as f64).powf(f), align).clamp(w0, target.width);
+                let h =
+                    round_to(h0 as f64 * (th / h0 as f64).powf(f), align).clamp(h0, target.height);
+                Size::new(w, h)
+            })
+            .collect();
+        stages[r as usize] = target;
+        // From the top down: no side may more than double from one stage to the next, none may shrink.
+        for i in (0..r as usize).rev() {
+            let next = stages[i + 1];
+            let half = |v: usize| v.div_ceil(2 * align) * align;
+            stages[i].width = stages[i].width.max(half(next.width)).min(next.width);
+            stages[i].height = stages[i].height.max(half(next.height)).min(next.height);
+        }
+        stages.dedup();
+        Ok(Self { stages })
+    }
+
+    /// A plan with one stage: plain sampling at `size`.
+    pub fn single(size: Size) -> Self {
+        Self { stages: vec![size] }
+    }
+
+    /// The stage sizes, base stage first, target last.
+    pub fn stages(&self) -> &[Size] {
+        &self.stages
+    }
+
+    /// The target size.
+    pub fn target(&self) -> Size {
+        self.stages[self.stages.len() - 1]
+    }
+
+    /// Number of stages (R + 1).
+    pub fn len(&self) -> usize {
+        self.stages.len()
+    }
+
+    /// Always false: a plan has at least one stage.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn plan(b: (usize, usize), t: (usize, usize)) -> Vec<(usize, usize)> {
+        ScalePlan::new(Size::new(b.0, b.1), Size::new(t.0, t.1), 64)
+            .unwrap()
+            .stages()
+            .iter()
+            .map(|s| (s.width, s.height))
+            .collect()
+    }
+
+    #[test]
+    fn paper_settings() {
+        assert_eq!(
+            plan((512, 512), (1024, 1024)),
+            vec![(512, 512), (1024, 1024)]
+        );
+        assert_eq!(
+            plan((512, 512), (2048, 2048)),
+            vec![(512, 512), (1024, 1024), (2048, 2048)]
+        );
+        assert_eq!(
+            plan((1024, 1024), (2048, 2048)),
+            vec![(1024, 1024), (2048, 2048)]
+        );
+        assert_eq!(plan((512, 512), (512, 512)), vec![(512, 512)]);
+        assert_eq!(
+            plan((512, 512), (4096, 4096)),
+            vec![(512, 512), (1024, 1024), (2048, 2048), (4096, 4096)]
+        );
+    }
+
+    #[test]
+    fn non_square_targets_keep_aspect() {
+        assert_eq!(
+            plan((512, 512), (1536, 1024)),
+            vec![(640, 448), (960, 704), (1536, 1024)]
+        );
+        assert_eq!(
+            plan((512, 512), (2048, 1152)),
+            vec![(704, 384), (1216, 640), (2048, 1152)]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_fix() {
+        let e = ScalePlan::new(Size::new(512, 512), Size::new(1000, 1024), 64)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("960 or 1024"), "{e}");
+        let e = ScalePlan::new(Size::new(512, 512), Size::new(256, 256), 64)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fewer pixels"), "{e}");
+        let e = ScalePlan::new(Size::new(512, 512), Size::new(0, 1024), 64)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("positive"), "{e}");
+        assert!(ScalePlan::new(Size::new(512, 512), Size::new(1024, 1024), 0).is_err());
+        assert!(ScalePlan::new(Size::new(512, 512), Size::new(32, 1024), 64)
+            .unwrap_err()
+            .to_string()
+            .contains("64"));
+    }
+
+    #[test]
+    fn parse_sizes() {
+        assert_eq!("1024x768".parse::<Size>().unwrap(), Size::new(1024, 768));
+        assert!("1024".parse::<Size>().is_err());
+        assert!("ax3".parse::<Size>().is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn plan_invariants(bw in 1usize..32, bh in 1usize..32, tw in 1usize..96, th in 1usize..96, align in prop::sample::select(vec![8usize, 16, 64])) {
+            let base = Size::new(bw * align, bh * align);
+            let target = Size::new(tw * align, th * align);
+            match ScalePlan::new(base, target, align) {
+                Err(_) => prop_assert!(target.pixels() < base.pixels()),
+                Ok(p) => {
+                    let s = p.stages();
+                    prop_assert_eq!(*s.last().unwrap(), target);
+                    let mut r = 0u32;
+                    while base.pixels() * 4u128.pow(r) < target.pixels() { r += 1; }
+                    prop_assert!(s.len() <= r as usize + 1);
+                    for st in s {
+                        prop_assert!(st.width % align == 0 && st.height % align == 0 && st.width > 0 && st.height > 0);
+                    }
+                    for w in s.windows(2) {
+                        prop_assert!(w[1].pixels() > w[0].pixels());
+                        prop_assert!(w[1].pixels() <= 4 * w[0].pixels());
+                        prop_assert!(w[1].width >= w[0].width && w[1].height >= w[0].height);
+                    }
+                    // Stage 0 is near the base pixel count unless the target itself is smaller than that
+                    // after alignment.
+                    if s.len() > 1 {
+                        let ratio = s[0].pixels() as f64 / base.pixels() as f64;
+                        prop_assert!(ratio <= 4.0 && ratio >= 0.05, "stage0 {} base {}", s[0], base);
+                    }
+                }
+            }
+        }
+    }
+}
