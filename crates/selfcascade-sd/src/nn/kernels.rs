@@ -1,0 +1,133 @@
+//! The hot paths of every model, behind narrow functions: convolution, normalisation (+ activation),
+//! attention and activations. Model code calls only these, so a faster kernel for one backend can
+//! replace an implementation here without touching the models.
+
+use burn::tensor::{
+    activation,
+    backend::Backend,
+    module::{attention as fused_attention, conv2d as burn_conv2d},
+    ops::{AttentionModuleOptions, ConvOptions},
+    Tensor,
+};
+
+/// 2-D convolution, PyTorch semantics (`weight` `[out, in, k, k]`, symmetric zero padding).
+pub fn conv2d<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+) -> Tensor<B, 4> {
+    burn_conv2d(
+        x,
+        weight,
+        bias,
+        ConvOptions::new(
+            [stride, stride],
+            [padding, padding],
+            [dilation, dilation],
+            1,
+        ),
+    )
+}
+
+/// Group normalisation over dims 1.. of `x` `[B, C, ...]` with `groups` groups, then the per-channel
+/// affine map, then SiLU when `silu` is set (the fused "norm + act" of every ResNet block).
+pub fn group_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    groups: usize,
+    eps: f64,
+    silu: bool,
+) -> Tensor<B, D> {
+    let dims = x.dims();
+    let (b, c) = (dims[0], dims[1]);
+    let rest: usize = dims[2..].iter().product();
+    let g = x.reshape([b, groups, (c / groups) * rest]);
+    let mean = g.clone().mean_dim(2);
+    let centered = g.sub(mean);
+    let var = centered.clone().square().mean_dim(2);
+    let normed = centered
+        .div(var.add_scalar(eps).sqrt())
+        .reshape([b, c, rest]);
+    let y = normed
+        .mul(gamma.reshape([1, c, 1]))
+        .add(beta.reshape([1, c, 1]));
+    let y = if silu { activation::silu(y) } else { y };
+    y.reshape(dims)
+}
+
+/// Layer normalisation over the last dimension.
+pub fn layer_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    eps: f64,
+) -> Tensor<B, D> {
+    let mean = x.clone().mean_dim(D - 1);
+    let centered = x.sub(mean);
+    let var = centered.clone().square().mean_dim(D - 1);
+    let normed = centered.div(var.add_scalar(eps).sqrt());
+    let n = gamma.dims()[0];
+    let mut shape = [1usize; D];
+    shape[D - 1] = n;
+    normed.mul(gamma.reshape(shape)).add(beta.reshape(shape))
+}
+
+/// Upper bound on attention scores held at once (per call), in elements.
+pub const ATTENTION_SCORE_BUDGET: usize = 1 << 26;
+
+/// softmax(q·kᵀ·scale)·v for `q` `[B, H, N, d]`, `k`/`v` `[B, H, M, d]`. Queries are processed in
+/// chunks so no more than [`ATTENTION_SCORE_BUDGET`] scores exist at once, whatever N.
+pub fn attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    scale: f64,
+    causal: bool,
+) -> Tensor<B, 4> {
+    let [b, h, n, _] = q.dims();
+    let m = k.dims()[2];
+    let options = AttentionModuleOptions {
+        scale: Some(scale),
+        softcap: None,
+        is_causal: causal,
+    };
+    let per_query = (b * h * m).max(1);
+    let chunk = (ATTENTION_SCORE_BUDGET / per_query).max(1);
+    if causal || n <= chunk {
+        return fused_attention(q, k, v, None, None, options);
+    }
+    let outs: Vec<Tensor<B, 4>> = (0..n)
+        .step_by(chunk)
+        .map(|s| {
+            let len = chunk.min(n - s);
+            fused_attention(
+                q.clone().narrow(2, s, len),
+                k.clone(),
+                v.clone(),
+                None,
+                None,
+                options,
+            )
+        })
+        .collect();
+    Tensor::cat(outs, 2)
+}
+
+/// SiLU, x·σ(x).
+pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    activation::silu(x)
+}
+
+/// GELU with the exact erf form (PyTorch's default).
+pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    activation::gelu(x)
+}
+
+/// OpenAI CLIP's quick GELU, x·σ(1.702·x).
+pub fn quick_gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    x.clone().mul(activation::sigmoid(x.mul_scalar(1.702)))
+}

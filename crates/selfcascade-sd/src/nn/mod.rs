@@ -1,0 +1,211 @@
+//! Layers shared by every model, with PyTorch parameter names and layouts on disk.
+
+pub mod kernels;
+
+use crate::error::{Error, Result};
+use crate::load::{Init, Vb};
+use burn::module::{Module, Param};
+use burn::tensor::{backend::Backend, Int, Tensor};
+
+/// `torch.nn.Conv2d` (square kernel, symmetric padding).
+#[derive(Module, Debug)]
+pub struct Conv2d<B: Backend> {
+    /// `[out, in, k, k]`.
+    pub weight: Param<Tensor<B, 4>>,
+    /// `[out]`.
+    pub bias: Option<Param<Tensor<B, 1>>>,
+    /// Stride.
+    pub stride: usize,
+    /// Zero padding on each side.
+    pub padding: usize,
+}
+
+impl<B: Backend> Conv2d<B> {
+    /// Loads (or initialises) `weight` and `bias` under `vb`.
+    pub fn new(
+        vb: &Vb<B>,
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self> {
+        let bound = 1.0 / ((in_channels * kernel * kernel) as f64).sqrt();
+        Ok(Self {
+            weight: vb.param(
+                "weight",
+                [out_channels, in_channels, kernel, kernel],
+                Init::Uniform(bound),
+            )?,
+            bias: Some(vb.param("bias", [out_channels], Init::Uniform(bound))?),
+            stride,
+            padding,
+        })
+    }
+
+    /// Kernel size.
+    pub fn kernel_size(&self) -> usize {
+        self.weight.dims()[2]
+    }
+
+    /// Output channels.
+    pub fn out_channels(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    /// The convolution.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.forward_dilated(x, 1)
+    }
+
+    /// The convolution with dilation `d` (padding scaled by `d`, so the output size is unchanged):
+    /// ScaleCrafter's re-dilation.
+    pub fn forward_dilated(&self, x: Tensor<B, 4>, dilation: usize) -> Tensor<B, 4> {
+        kernels::conv2d(
+            x,
+            self.weight.val(),
+            self.bias.as_ref().map(|b| b.val()),
+            self.stride,
+            self.padding * dilation,
+            dilation,
+        )
+    }
+}
+
+/// `torch.nn.Linear`. The weight is stored `[in, out]` in memory (burn's layout) and `[out, in]` on disk.
+#[derive(Module, Debug)]
+pub struct Linear<B: Backend> {
+    /// `[in, out]`.
+    pub weight: Param<Tensor<B, 2>>,
+    /// `[out]`.
+    pub bias: Option<Param<Tensor<B, 1>>>,
+}
+
+impl<B: Backend> Linear<B> {
+    /// Loads (or initialises) `weight` `[out, in]` (transposed on load) and, when `bias`, `bias`.
+    pub fn new(vb: &Vb<B>, in_features: usize, out_features: usize, bias: bool) -> Result<Self> {
+        let bound = 1.0 / (in_features as f64).sqrt();
+        let w = vb.tensor("weight", [out_features, in_features], Init::Uniform(bound))?;
+        Ok(Self {
+            weight: Param::from_tensor(w.transpose()),
+            bias: if bias {
+                Some(vb.param("bias", [out_features], Init::Uniform(bound))?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        self.weight.dims()[1]
+    }
+
+    /// x·Wᵀ + b over the last dimension.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        burn::tensor::module::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+    }
+}
+
+/// `torch.nn.GroupNorm` (affine).
+#[derive(Module, Debug)]
+pub struct GroupNorm<B: Backend> {
+    /// γ, `[C]`.
+    pub weight: Param<Tensor<B, 1>>,
+    /// β, `[C]`.
+    pub bias: Param<Tensor<B, 1>>,
+    /// Number of groups.
+    pub num_groups: usize,
+    /// ε.
+    pub eps: f64,
+}
+
+impl<B: Backend> GroupNorm<B> {
+    /// Loads `weight`/`bias` of `channels`; errors if `channels` is not divisible by `num_groups`.
+    pub fn new(vb: &Vb<B>, num_groups: usize, channels: usize, eps: f64) -> Result<Self> {
+        if num_groups == 0 || channels % num_groups != 0 {
+            return Err(Error::Model(format!(
+                "{}: {channels} channels cannot be split into {num_groups} groups (norm_num_groups must divide every channel count)",
+                vb.path("")
+            )));
+        }
+        Ok(Self {
+            weight: vb.param("weight", [channels], Init::Ones)?,
+            bias: vb.param("bias", [channels], Init::Zeros)?,
+            num_groups,
+            eps,
+        })
+    }
+
+    /// GroupNorm(x).
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        kernels::group_norm(
+            x,
+            self.weight.val(),
+            self.bias.val(),
+            self.num_groups,
+            self.eps,
+            false,
+        )
+    }
+
+    /// SiLU(GroupNorm(x)), fused where a kernel allows.
+    pub fn forward_silu<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        kernels::group_norm(
+            x,
+            self.weight.val(),
+            self.bias.val(),
+            self.num_groups,
+            self.eps,
+            true,
+        )
+    }
+}
+
+/// `torch.nn.LayerNorm` over the last dimension.
+#[derive(Module, Debug)]
+pub struct LayerNorm<B: Backend> {
+    /// γ.
+    pub weight: Param<Tensor<B, 1>>,
+    /// β.
+    pub bias: Param<Tensor<B, 1>>,
+    /// ε.
+    pub eps: f64,
+}
+
+impl<B: Backend> LayerNorm<B> {
+    /// Loads `weight`/`bias` of `dim`.
+    pub fn new(vb: &Vb<B>, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: vb.param("weight", [dim], Init::Ones)?,
+            bias: vb.param("bias", [dim], Init::Zeros)?,
+            eps,
+        })
+    }
+
+    /// LayerNorm(x).
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        kernels::layer_norm(x, self.weight.val(), self.bias.val(), self.eps)
+    }
+}
+
+/// `torch.nn.Embedding`.
+#[derive(Module, Debug)]
+pub struct Embedding<B: Backend> {
+    /// `[num, dim]`.
+    pub weight: Param<Tensor<B, 2>>,
+}
+
+impl<B: Backend> Embedding<B> {
+    /// Loads `weight` `[num, dim]`.
+    pub fn new(vb: &Vb<B>, num: usize, dim: usize) -> Result<Self> {
+        Ok(Self {
+            weight: vb.param("weight", [num, dim], Init::Normal(0.02))?,
+        })
+    }
+
+    /// Rows of the table for `ids` `[B, N]` → `[B, N, dim]`.
+    pub fn forward(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        burn::tensor::module::embedding(self.weight.val(), ids)
+    }
+}
