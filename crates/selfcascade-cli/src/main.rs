@@ -1,1 +1,43 @@
-fn main() {}
+//! `selfcascade`: higher-resolution Stable Diffusion by the self-cascade method.
+
+mod inspect;
+mod plan;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Generate images larger than a diffusion model was trained for, by the self-cascade method
+/// (Guo et al., ECCV 2024).
+#[derive(Parser, Debug)]
+#[command(name = "selfcascade", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the stage sizes of a self-cascade run as JSON.
+    Plan(plan::PlanArgs),
+    /// Look inside models and schedules.
+    #[command(subcommand)]
+    Inspect(inspect::InspectCommand),
+}
+
+/// A command's failure: one line for the user.
+pub type CliResult<T = ()> = Result<T, String>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Plan(args) => plan::run(args),
+        Command::Inspect(cmd) => inspect::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
