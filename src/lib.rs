@@ -12,6 +12,10 @@
 //! The backend is a type parameter: `burn::backend::Flex` (CPU, default feature `flex`),
 //! `NdArray` (feature `ndarray`) or `Cuda` (feature `cuda`).
 
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub use selfcascade_core as cascade;
 pub use selfcascade_core::{
     ClassifierFreeGuidance, Denoiser, FeatureUpsampler, Interpolation, PivotUpsampler, ScalePlan,
