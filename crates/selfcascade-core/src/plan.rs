@@ -76,7 +76,7 @@ fn check_side(name: &str, v: usize, align: usize) -> Result<()> {
             "{name} {v} is larger than the supported maximum {MAX_SIDE}"
         )));
     }
-    if v % align != 0 {
+    if !v.is_multiple_of(align) {
         let below = v / align * align;
         let above = below + align;
         let near = if below == 0 {
@@ -274,7 +274,7 @@ mod tests {
                     // after alignment.
                     if s.len() > 1 {
                         let ratio = s[0].pixels() as f64 / base.pixels() as f64;
-                        prop_assert!(ratio <= 4.0 && ratio >= 0.05, "stage0 {} base {}", s[0], base);
+                        prop_assert!((0.05..=4.0).contains(&ratio), "stage0 {} base {}", s[0], base);
                     }
                 }
             }

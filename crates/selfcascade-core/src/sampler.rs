@@ -196,7 +196,7 @@ impl<B: Backend> SelfCascadeSampler<'_, B> {
     /// `[batch, C, H/f, W/f]` for a stage of `size` pixels.
     pub fn latent_shape(&self, size: Size) -> Result<[usize; 4]> {
         let f = self.config.latent_scale;
-        if size.width % f != 0 || size.height % f != 0 {
+        if !size.width.is_multiple_of(f) || !size.height.is_multiple_of(f) {
             return Err(Error::Sampler(format!(
                 "stage size {size} is not a multiple of the latent scale {f}"
             )));

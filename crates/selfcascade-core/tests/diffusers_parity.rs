@@ -49,7 +49,7 @@ fn config_of(case: &Value) -> (SchedulerConfig, SchedulerKind) {
     // diffusers writes every field of the class, some with values we treat as unknown-but-inert.
     let mut cfg = case["config"].clone();
     let obj = cfg.as_object_mut().expect("config object");
-    obj.retain(|k, v| !(k.starts_with('_') && k != "_class_name") && !v.is_null());
+    obj.retain(|k, v| !(v.is_null() || k.starts_with('_') && k != "_class_name"));
     let cfg = SchedulerConfig::from_json(&cfg.to_string()).expect("config parses");
     let kind = cfg.kind().expect("known class");
     (cfg, kind)

@@ -230,7 +230,7 @@ impl SchedulerConfig {
             }
         }
         if let Some(r) = self.clip_sample_range {
-            if !(r > 0.0) {
+            if r.is_nan() || r <= 0.0 {
                 return Err(Error::SchedulerConfig(format!(
                     "clip_sample_range must be positive, got {r}"
                 )));
