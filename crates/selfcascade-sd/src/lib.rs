@@ -10,5 +10,6 @@
 pub mod error;
 pub mod load;
 pub mod nn;
+pub mod unet;
 
 pub use error::{Error, Result};
