@@ -100,7 +100,9 @@ fn truncated_and_garbage_files_are_errors_not_panics() {
     write(&path, &[("a", Dtype::F32, vec![64], f32_bytes(&[1.0; 64]))]);
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
-    let err = TensorStore::open(std::slice::from_ref(&path)).unwrap_err().to_string();
+    let err = TensorStore::open(std::slice::from_ref(&path))
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("truncated") || err.contains("not a valid"),
         "{err}"

@@ -111,3 +111,281 @@ fn random_init_builds_every_family() {
         UNet2DConditionModel::<B>::new(&weights.root(&Default::default()), &config).unwrap();
     }
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Odd sizes and hooks, against tools/oracle/unet_hooks.py (a small SD-2.1-shaped UNet, latent 20×28).
+
+use selfcascade_core::FeatureUpsampler;
+use selfcascade_sd::unet::{resize_nearest, PivotInjection};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+fn hooks_fixture() -> (UNet2DConditionModel<B>, Io) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet_hooks");
+    let unet =
+        UNet2DConditionModel::<B>::load(&dir.join("unet"), None, &Default::default()).unwrap();
+    (unet, Io::open(&dir.join("io.safetensors")))
+}
+
+fn run(unet: &UNet2DConditionModel<B>, io: &Io, hooks: &UNetHooks<'_, B>) -> Tensor<B, 4> {
+    let t: Vec<f64> = io.values("timestep").iter().map(|t| *t as f64).collect();
+    unet.forward(
+        io.tensor("sample"),
+        &t,
+        io.tensor("encoder_hidden_states"),
+        None,
+        hooks,
+    )
+    .unwrap()
+}
+
+fn assert_close(label: &str, out: &Tensor<B, 4>, expected: &Tensor<B, 4>) {
+    let (diff, tol) = compare(out, expected);
+    eprintln!("{label}: max |burn − PyTorch| = {diff:.3e} (tolerance {tol:.1e})");
+    assert!(diff <= tol, "{label}: max diff {diff} > {tol}");
+}
+
+#[test]
+fn odd_latent_sizes_forward_upsample_sizes_like_diffusers() {
+    let (unet, io) = hooks_fixture();
+    assert_eq!(io.tensor::<4>("sample").dims(), [2, 4, 20, 28]);
+    assert_close(
+        "plain 20×28",
+        &run(&unet, &io, &UNetHooks::default()),
+        &io.tensor("out_plain"),
+    );
+}
+
+#[test]
+fn attn_sf_scales_self_attention_only() {
+    let (unet, io) = hooks_fixture();
+    let seen = RefCell::new(Vec::new());
+    let scale = |n: usize| {
+        seen.borrow_mut().push(n);
+        ((n as f64).ln() / (n as f64 / 4.0).ln()).sqrt()
+    };
+    let hooks = UNetHooks {
+        self_attention_scale: Some(&scale),
+        ..Default::default()
+    };
+    assert_close(
+        "Attn-SF",
+        &run(&unet, &io, &hooks),
+        &io.tensor("out_attn_sf"),
+    );
+    // One call per transformer (self-attention layers only): 3 down, 1 mid, 3×2 up.
+    let mut seen = seen.into_inner();
+    seen.sort_unstable();
+    assert_eq!(seen, vec![12, 35, 35, 35, 140, 140, 140, 560, 560, 560]);
+    // A factor of 1 changes nothing.
+    let one = |_: usize| 1.0;
+    let hooks = UNetHooks {
+        self_attention_scale: Some(&one),
+        ..Default::default()
+    };
+    assert_close(
+        "Attn-SF ×1",
+        &run(&unet, &io, &hooks),
+        &io.tensor("out_plain"),
+    );
+}
+
+#[test]
+fn redilation_matches_scalecrafter_at_integer_and_fractional_factors() {
+    let (unet, io) = hooks_fixture();
+    let map: BTreeMap<&str, f64> = [
+        ("down_blocks.1.resnets.0.conv1", 2.0),
+        ("down_blocks.1.downsamplers.0.conv", 2.0),
+        ("down_blocks.2.resnets.0.conv2", 1.5),
+        ("down_blocks.2.downsamplers.0.conv", 1.5),
+        ("mid_block.resnets.0.conv2", 3.0),
+        ("up_blocks.0.resnets.1.conv1", 2.5),
+        ("up_blocks.0.upsamplers.0.conv", 2.0),
+        ("up_blocks.2.resnets.0.conv2", 2.0),
+    ]
+    .into_iter()
+    .collect();
+    let asked = RefCell::new(Vec::new());
+    let dilation = |name: &str| {
+        asked.borrow_mut().push(name.to_string());
+        map.get(name).copied()
+    };
+    let hooks = UNetHooks {
+        dilation: Some(&dilation),
+        ..Default::default()
+    };
+    assert_close(
+        "re-dilated",
+        &run(&unet, &io, &hooks),
+        &io.tensor("out_dilated"),
+    );
+    // The hook is asked about exactly the 3×3 convolutions of ResNets, downsamplers and upsamplers,
+    // by their diffusers names.
+    let store = TensorStore::open(&[Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/unet_hooks/unet/diffusion_pytorch_model.safetensors")])
+    .unwrap();
+    let mut expected: Vec<String> = store
+        .names()
+        .filter(|n| {
+            n.ends_with(".weight") && store.shape(n).is_some_and(|s| s.len() == 4 && s[2] == 3)
+        })
+        .map(|n| n.trim_end_matches(".weight").to_string())
+        .filter(|n| n != "conv_in" && n != "conv_out")
+        .collect();
+    expected.sort();
+    let mut asked = asked.into_inner();
+    asked.sort();
+    assert_eq!(
+        asked, expected,
+        "one question per convolution and forward pass"
+    );
+    // Invalid factors are input errors.
+    let bad = |_: &str| Some(0.0);
+    let hooks = UNetHooks {
+        dilation: Some(&bad),
+        ..Default::default()
+    };
+    let t: Vec<f64> = io.values("timestep").iter().map(|t| *t as f64).collect();
+    let err = unet
+        .forward(
+            io.tensor("sample"),
+            &t,
+            io.tensor("encoder_hidden_states"),
+            None,
+            &hooks,
+        )
+        .unwrap_err();
+    assert!(matches!(err, selfcascade_sd::Error::Input(_)), "{err}");
+}
+
+/// φ_n(h, temb, size) = c_n · nearest(h, size) + 0.01 · mean(temb) (the reference's trivial upsampler).
+struct Trivial {
+    channels: Vec<usize>,
+    c: Vec<f64>,
+    temb_term: bool,
+}
+
+impl FeatureUpsampler<B> for Trivial {
+    fn num_points(&self) -> usize {
+        self.channels.len()
+    }
+    fn channels(&self, n: usize) -> usize {
+        self.channels[n]
+    }
+    fn upsample(
+        &self,
+        n: usize,
+        pivot_features: Tensor<B, 4>,
+        temb: Tensor<B, 2>,
+        size: (usize, usize),
+    ) -> Tensor<B, 4> {
+        let b = temb.dims()[0];
+        let up = resize_nearest(pivot_features, size).mul_scalar(self.c[n]);
+        if self.temb_term {
+            up.add(temb.mean_dim(1).mul_scalar(0.01).reshape([b, 1, 1, 1]))
+        } else {
+            up
+        }
+    }
+}
+
+#[test]
+fn pivot_injection_matches_reference() {
+    let (unet, io) = hooks_fixture();
+    assert_eq!(unet.injection_channels(), vec![16, 24, 32, 32]);
+    let up = Trivial {
+        channels: unet.injection_channels(),
+        c: vec![0.5, -0.25, 0.75, 0.3],
+        temb_term: true,
+    };
+    let hooks = UNetHooks {
+        pivot: Some(PivotInjection {
+            latent: io.tensor("pivot"),
+            upsampler: &up,
+        }),
+        ..Default::default()
+    };
+    assert_close("pivot", &run(&unet, &io, &hooks), &io.tensor("out_pivot"));
+}
+
+#[test]
+fn pivot_injection_of_zeros_is_the_plain_forward_and_bad_pivots_are_errors() {
+    let (unet, io) = hooks_fixture();
+    let plain = run(&unet, &io, &UNetHooks::default());
+    let zero = Trivial {
+        channels: unet.injection_channels(),
+        c: vec![0.0; 4],
+        temb_term: false,
+    };
+    let with = |latent: Tensor<B, 4>, up: &dyn FeatureUpsampler<B>| {
+        let t: Vec<f64> = io.values("timestep").iter().map(|t| *t as f64).collect();
+        let hooks = UNetHooks {
+            pivot: Some(PivotInjection {
+                latent,
+                upsampler: up,
+            }),
+            ..Default::default()
+        };
+        unet.forward(
+            io.tensor("sample"),
+            &t,
+            io.tensor("encoder_hidden_states"),
+            None,
+            &hooks,
+        )
+    };
+    let out = with(io.tensor("pivot"), &zero).unwrap();
+    assert_eq!(compare(&out, &plain).0, 0.0);
+    let nonzero = Trivial {
+        channels: unet.injection_channels(),
+        c: vec![0.1; 4],
+        temb_term: false,
+    };
+    assert!(compare(&with(io.tensor("pivot"), &nonzero).unwrap(), &plain).0 > 1e-3);
+
+    // Wrong size, batch or channels of the pivot.
+    for shape in [
+        [2, 4, 20, 28],
+        [2, 4, 10, 15],
+        [1, 4, 10, 14],
+        [2, 3, 10, 14],
+    ] {
+        let err = with(Tensor::zeros(shape, &Default::default()), &zero).unwrap_err();
+        assert!(
+            matches!(&err, selfcascade_sd::Error::Input(m) if m.contains("pivot latent")),
+            "{shape:?}: {err}"
+        );
+    }
+    // Upsamplers sized for another UNet.
+    let wrong = Trivial {
+        channels: vec![16, 24, 32],
+        c: vec![0.0; 3],
+        temb_term: false,
+    };
+    let err = with(io.tensor("pivot"), &wrong).unwrap_err().to_string();
+    assert!(
+        err.contains("[16, 24, 32]") && err.contains("[16, 24, 32, 32]"),
+        "{err}"
+    );
+    // An upsampler returning the wrong size.
+    struct Bad;
+    impl FeatureUpsampler<B> for Bad {
+        fn num_points(&self) -> usize {
+            4
+        }
+        fn channels(&self, n: usize) -> usize {
+            [16, 24, 32, 32][n]
+        }
+        fn upsample(
+            &self,
+            _: usize,
+            h: Tensor<B, 4>,
+            _: Tensor<B, 2>,
+            _: (usize, usize),
+        ) -> Tensor<B, 4> {
+            h
+        }
+    }
+    let err = with(io.tensor("pivot"), &Bad).unwrap_err().to_string();
+    assert!(err.contains("feature upsampler 0"), "{err}");
+}
