@@ -389,3 +389,357 @@ fn pivot_injection_of_zeros_is_the_plain_forward_and_bad_pivots_are_errors() {
     let err = with(io.tensor("pivot"), &Bad).unwrap_err().to_string();
     assert!(err.contains("feature upsampler 0"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Strict loading, config validation, input errors.
+
+use safetensors::tensor::{Dtype, TensorView};
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("selfcascade-unet-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A copy of the SD 1.5 fixture UNet with its tensors passed through `edit` (name, shape, values).
+fn edited_unet(
+    name: &str,
+    edit: impl Fn(Vec<(String, Vec<usize>, Vec<f32>)>) -> Vec<(String, Vec<usize>, Vec<f32>)>,
+) -> PathBuf {
+    let src = fixture("sd15").join("unet");
+    let dir = tmpdir(name);
+    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+    let store = TensorStore::open(&[src.join("diffusion_pytorch_model.safetensors")]).unwrap();
+    let tensors: Vec<_> = store
+        .names()
+        .map(|n| {
+            let t = store.read(n).unwrap();
+            (n.to_string(), t.shape, t.data)
+        })
+        .collect();
+    let tensors = edit(tensors);
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((n, s, _), b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(
+        views,
+        None,
+        &dir.join("diffusion_pytorch_model.safetensors"),
+    )
+    .unwrap();
+    dir
+}
+
+fn load_err(dir: &Path) -> String {
+    match UNet2DConditionModel::<B>::load(dir, None, &Default::default()) {
+        Ok(_) => panic!("{} loaded", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn loading_is_strict_and_names_the_tensor() {
+    const T: &str = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight";
+    // Unchanged copy loads.
+    let dir = edited_unet("same", |t| t);
+    UNet2DConditionModel::<B>::load(&dir, None, &Default::default()).unwrap();
+    // Removed.
+    let dir = edited_unet("removed", |t| {
+        t.into_iter().filter(|(n, _, _)| n != T).collect()
+    });
+    let err = load_err(&dir);
+    assert!(err.contains(T) && err.contains("missing"), "{err}");
+    // Renamed: the expected name is missing.
+    let dir = edited_unet("renamed", |t| {
+        t.into_iter()
+            .map(|(n, s, v)| {
+                if n == T {
+                    (format!("{n}_old"), s, v)
+                } else {
+                    (n, s, v)
+                }
+            })
+            .collect()
+    });
+    let err = load_err(&dir);
+    assert!(err.contains(T), "{err}");
+    // An extra tensor the config does not use.
+    let dir = edited_unet("extra", |mut t| {
+        t.push((
+            "down_blocks.9.resnets.0.conv1.bias".into(),
+            vec![4],
+            vec![0.0; 4],
+        ));
+        t
+    });
+    let err = load_err(&dir);
+    assert!(
+        err.contains("down_blocks.9.resnets.0.conv1.bias") && err.contains("unexpected"),
+        "{err}"
+    );
+    // Reshaped (same element count): a cross-attention key projection [24, 32] stored transposed.
+    const K: &str = "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight";
+    let dir = edited_unet("reshaped", |t| {
+        t.into_iter()
+            .map(|(n, s, v)| {
+                if n == K {
+                    (n, vec![s[1], s[0]], v)
+                } else {
+                    (n, s, v)
+                }
+            })
+            .collect()
+    });
+    let err = load_err(&dir);
+    assert!(
+        err.contains(K) && err.contains("[32, 24]") && err.contains("[24, 32]"),
+        "{err}"
+    );
+    // A 1×1-conv projection given as a linear weight (SD 1.x uses convolutions).
+    const P: &str = "down_blocks.0.attentions.0.proj_in.weight";
+    let dir = edited_unet("proj", |t| {
+        t.into_iter()
+            .map(|(n, s, v)| {
+                if n == P {
+                    (n, s[..2].to_vec(), v)
+                } else {
+                    (n, s, v)
+                }
+            })
+            .collect()
+    });
+    let err = load_err(&dir);
+    assert!(err.contains(P), "{err}");
+}
+
+fn config_with(
+    edit: impl Fn(&mut serde_json::Map<String, serde_json::Value>),
+) -> selfcascade_sd::Result<UNet2DConditionConfig> {
+    let text = std::fs::read_to_string(fixture("sdxl").join("unet/config.json")).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    edit(json.as_object_mut().unwrap());
+    UNet2DConditionConfig::from_json(&json.to_string())
+}
+
+#[test]
+fn config_validation_names_the_field_and_value() {
+    use serde_json::json;
+    config_with(|_| {}).unwrap();
+    // Harmless values and unknown fields that are null/false.
+    config_with(|c| {
+        c.insert("dropout".into(), json!(0.1));
+        c.insert("upcast_attention".into(), json!(true));
+        c.insert("some_future_flag".into(), json!(false));
+        c.insert("some_future_option".into(), json!(null));
+        c.insert("_name_or_path".into(), json!("x"));
+    })
+    .unwrap();
+    let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+        (
+            "resnet_time_scale_shift",
+            json!("scale_shift"),
+            "\"scale_shift\"",
+        ),
+        ("num_attention_heads", json!(8), "8"),
+        ("addition_embed_type", json!("text"), "\"text\""),
+        ("class_embed_type", json!("timestep"), "\"timestep\""),
+        ("time_embedding_type", json!("fourier"), "\"fourier\""),
+        ("time_cond_proj_dim", json!(256), "256"),
+        ("encoder_hid_dim_type", json!("text_proj"), "\"text_proj\""),
+        ("only_cross_attention", json!(true), "true"),
+        ("dual_cross_attention", json!(true), "true"),
+        ("downsample_padding", json!(0), "0"),
+        ("act_fn", json!("gelu"), "\"gelu\""),
+        ("norm_num_groups", json!(null), "None"),
+        ("attention_type", json!("gated"), "\"gated\""),
+        (
+            "mid_block_type",
+            json!("UNetMidBlock2DSimpleCrossAttn"),
+            "UNetMidBlock2DSimpleCrossAttn",
+        ),
+        (
+            "down_block_types",
+            json!(["DownBlock2D", "AttnDownBlock2D", "CrossAttnDownBlock2D"]),
+            "AttnDownBlock2D",
+        ),
+        (
+            "transformer_layers_per_block",
+            json!([[1], [2], [3]]),
+            "[[1],[2],[3]]",
+        ),
+        ("attention_head_dim", json!([1, 2]), "2 values"),
+        ("attention_head_dim", json!([1, 3, 4]), "[1, 3, 4]"),
+        ("cross_attention_dim", json!([80, 80, 64]), "[80, 80, 64]"),
+        ("some_future_flag", json!(true), "true"),
+        ("_class_name", json!("AutoencoderKL"), "AutoencoderKL"),
+    ];
+    for (field, value, shown) in cases {
+        let err = config_with(|c| {
+            c.insert(field.into(), value.clone());
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(&format!("`{field}`")) && err.contains(shown),
+            "{field} = {value}: {err}"
+        );
+    }
+    // SDXL's micro-conditioning needs both of its dimensions.
+    let err = config_with(|c| {
+        c.insert("addition_time_embed_dim".into(), json!(null));
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("addition_time_embed_dim"), "{err}");
+}
+
+#[test]
+fn malformed_inputs_are_input_errors() {
+    let dev = Default::default();
+    let sd15 = UNet2DConditionModel::<B>::load(&fixture("sd15").join("unet"), None, &dev).unwrap();
+    let sdxl = UNet2DConditionModel::<B>::load(&fixture("sdxl").join("unet"), None, &dev).unwrap();
+    let z4 = |s: [usize; 4]| Tensor::<B, 4>::zeros(s, &dev);
+    let z3 = |s: [usize; 3]| Tensor::<B, 3>::zeros(s, &dev);
+    let z2 = |s: [usize; 2]| Tensor::<B, 2>::zeros(s, &dev);
+    let none = UNetHooks::default();
+    let check = |r: selfcascade_sd::Result<Tensor<B, 4>>, needle: &str| {
+        let err = r.unwrap_err();
+        assert!(
+            matches!(&err, selfcascade_sd::Error::Input(m) if m.contains(needle)),
+            "expected an input error mentioning {needle:?}, got: {err}"
+        );
+    };
+    check(
+        sd15.forward(z4([1, 3, 8, 8]), &[1.0], z3([1, 77, 32]), None, &none),
+        "sample",
+    );
+    check(
+        sd15.forward(z4([2, 4, 8, 8]), &[1.0], z3([1, 77, 32]), None, &none),
+        "encoder_hidden_states",
+    );
+    check(
+        sd15.forward(z4([1, 4, 8, 8]), &[1.0], z3([1, 77, 48]), None, &none),
+        "encoder_hidden_states",
+    );
+    check(
+        sd15.forward(
+            z4([2, 4, 8, 8]),
+            &[1.0, 2.0, 3.0],
+            z3([2, 77, 32]),
+            None,
+            &none,
+        ),
+        "timesteps",
+    );
+    check(
+        sd15.forward(z4([1, 4, 8, 8]), &[], z3([1, 77, 32]), None, &none),
+        "timesteps",
+    );
+    check(
+        sd15.forward(z4([1, 4, 8, 8]), &[f64::NAN], z3([1, 77, 32]), None, &none),
+        "timestep",
+    );
+    check(
+        sd15.forward(
+            z4([1, 4, 8, 8]),
+            &[1.0],
+            z3([1, 77, 32]),
+            Some((z2([1, 24]), z2([1, 6]))),
+            &none,
+        ),
+        "text_time",
+    );
+    check(
+        sdxl.forward(z4([1, 4, 8, 8]), &[1.0], z3([1, 77, 80]), None, &none),
+        "time_ids",
+    );
+    check(
+        sdxl.forward(
+            z4([2, 4, 8, 8]),
+            &[1.0],
+            z3([2, 77, 80]),
+            Some((z2([1, 24]), z2([2, 6]))),
+            &none,
+        ),
+        "batch",
+    );
+    check(
+        sdxl.forward(
+            z4([1, 4, 8, 8]),
+            &[1.0],
+            z3([1, 77, 80]),
+            Some((z2([1, 24]), z2([1, 5]))),
+            &none,
+        ),
+        "add_embedding expects 72",
+    );
+    // Non-multiple-of-8 and tiny latents run.
+    let out = sd15
+        .forward(z4([1, 4, 13, 11]), &[1.0], z3([1, 77, 32]), None, &none)
+        .unwrap();
+    assert_eq!(out.dims(), [1, 4, 13, 11]);
+    let out = sd15
+        .forward(z4([1, 4, 1, 1]), &[1.0], z3([1, 77, 32]), None, &none)
+        .unwrap();
+    assert_eq!(out.dims(), [1, 4, 1, 1]);
+}
+
+#[test]
+fn a_single_timestep_is_broadcast_over_the_batch() {
+    let dir = fixture("sd15");
+    let unet =
+        UNet2DConditionModel::<B>::load(&dir.join("unet"), None, &Default::default()).unwrap();
+    let io = Io::open(&dir.join("io/unet.safetensors"));
+    let f = |t: &[f64]| {
+        unet.forward(
+            io.tensor("sample"),
+            t,
+            io.tensor("encoder_hidden_states"),
+            None,
+            &UNetHooks::default(),
+        )
+        .unwrap()
+    };
+    assert_eq!(compare(&f(&[500.0]), &f(&[500.0, 500.0])).0, 0.0);
+    assert!(compare(&f(&[500.0]), &f(&[500.0, 20.0])).0 > 1e-3);
+}
+
+/// The full-size SD 2.1 UNet against diffusers, given a folder written by
+/// `tools/oracle/full_unet_sd21.py --out DIR` (`DIR/unet/`, `DIR/io.safetensors`). Not run in CI:
+/// `SELFCASCADE_FULL_UNET_DIR=DIR cargo test --release -p selfcascade-sd --test unet -- --ignored`.
+#[test]
+#[ignore = "needs SELFCASCADE_FULL_UNET_DIR (a full-size SD 2.1 UNet, 3.5 GB)"]
+fn full_size_sd21_unet_matches_diffusers() {
+    let Some(dir) = std::env::var_os("SELFCASCADE_FULL_UNET_DIR") else {
+        panic!(
+            "set SELFCASCADE_FULL_UNET_DIR to a folder written by tools/oracle/full_unet_sd21.py"
+        );
+    };
+    let dir = PathBuf::from(dir);
+    let unet = UNet2DConditionModel::<B>::load(&dir.join("unet"), None, &Default::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let io = Io::open(&dir.join("io.safetensors"));
+    let t: Vec<f64> = io.values("timestep").iter().map(|t| *t as f64).collect();
+    let out = unet
+        .forward(
+            io.tensor("sample"),
+            &t,
+            io.tensor("encoder_hidden_states"),
+            None,
+            &UNetHooks::default(),
+        )
+        .unwrap();
+    assert_close("full SD 2.1", &out, &io.tensor("out"));
+}
