@@ -11,5 +11,6 @@ pub mod error;
 pub mod load;
 pub mod nn;
 pub mod pipeline;
+pub mod unet;
 
 pub use error::{Error, Result};

@@ -1,0 +1,75 @@
+//! Timestep embeddings: diffusers' `get_timestep_embedding` and `TimestepEmbedding`.
+
+use crate::error::Result;
+use crate::load::Vb;
+use crate::nn::{kernels, Linear};
+use burn::module::Module;
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+
+/// The frequencies `exp(−ln(max_period)·i / (half − shift))`, `i < half`, computed in float32 exactly as
+/// diffusers does (float32 arange times the float32-rounded constant, then divided, then `exp`).
+fn frequencies(half: usize, shift: f64) -> Vec<f32> {
+    let log_period = -(10000f64.ln()) as f32;
+    let denom = (half as f64 - shift) as f32;
+    (0..half)
+        .map(|i| ((log_period * i as f32) / denom).exp())
+        .collect()
+}
+
+/// diffusers' `get_timestep_embedding` (max_period 10000, scale 1) for `t` `[N]` → `[N, dim]`, float32:
+/// `[sin(t·f), cos(t·f)]`, or `[cos, sin]` with `flip_sin_to_cos`, zero-padded when `dim` is odd.
+pub fn timestep_embedding<B: Backend>(
+    t: Tensor<B, 1>,
+    dim: usize,
+    flip_sin_to_cos: bool,
+    freq_shift: f64,
+) -> Tensor<B, 2> {
+    let n = t.dims()[0];
+    let half = dim / 2;
+    let device = t.device();
+    let freqs = Tensor::<B, 1>::from_data(
+        TensorData::new(frequencies(half, freq_shift), [half]),
+        &device,
+    );
+    let args = t.reshape([n, 1]).mul(freqs.reshape([1, half]));
+    let (sin, cos) = (args.clone().sin(), args.cos());
+    let mut parts = if flip_sin_to_cos {
+        vec![cos, sin]
+    } else {
+        vec![sin, cos]
+    };
+    if dim % 2 == 1 {
+        parts.push(Tensor::zeros([n, 1], &device));
+    }
+    Tensor::cat(parts, 1)
+}
+
+/// diffusers' `TimestepEmbedding`: `linear_2(silu(linear_1(x)))`.
+#[derive(Module, Debug)]
+pub struct TimestepEmbedding<B: Backend> {
+    /// `linear_1`.
+    pub linear_1: Linear<B>,
+    /// `linear_2`.
+    pub linear_2: Linear<B>,
+}
+
+impl<B: Backend> TimestepEmbedding<B> {
+    /// Loads `linear_1` (`in_dim → dim`) and `linear_2` (`dim → dim`) under `vb`.
+    pub fn new(vb: &Vb<B>, in_dim: usize, dim: usize) -> Result<Self> {
+        Ok(Self {
+            linear_1: Linear::new(&vb.pp("linear_1"), in_dim, dim, true)?,
+            linear_2: Linear::new(&vb.pp("linear_2"), dim, dim, true)?,
+        })
+    }
+
+    /// Input width.
+    pub fn in_features(&self) -> usize {
+        self.linear_1.weight.dims()[0]
+    }
+
+    /// The embedding of `x` `[B, in_dim]`.
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.linear_2
+            .forward(kernels::silu(self.linear_1.forward(x)))
+    }
+}

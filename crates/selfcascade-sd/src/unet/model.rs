@@ -1,0 +1,374 @@
+//! `UNet2DConditionModel`: construction from a diffusers folder and the forward pass.
+
+use super::blocks::{BlockSpec, DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D};
+use super::config::{BlockKind, UNet2DConditionConfig, UNetArch};
+use super::embeddings::{timestep_embedding, TimestepEmbedding};
+use super::hooks::UNetHooks;
+use crate::error::{Error, Result};
+use crate::load::{open_component, Vb};
+use crate::nn::{kernels, Conv2d, GroupNorm};
+use burn::module::Module;
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+use std::path::Path;
+
+/// Stable Diffusion's conditional UNet (diffusers' `UNet2DConditionModel`) for SD 1.x, SD 2.x and SDXL.
+/// Field names follow diffusers' parameter names (`down_blocks[1].attentions[0].transformer_blocks[0]
+/// .attn1.to_q` holds `down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight`).
+#[derive(Module, Debug)]
+pub struct UNet2DConditionModel<B: Backend> {
+    /// `conv_in`.
+    pub conv_in: Conv2d<B>,
+    /// `time_embedding`.
+    pub time_embedding: TimestepEmbedding<B>,
+    /// `add_embedding` (SDXL's `text_time` micro-conditioning).
+    pub add_embedding: Option<TimestepEmbedding<B>>,
+    /// `down_blocks`.
+    pub down_blocks: Vec<DownBlock2D<B>>,
+    /// `mid_block`.
+    pub mid_block: UNetMidBlock2DCrossAttn<B>,
+    /// `up_blocks`.
+    pub up_blocks: Vec<UpBlock2D<B>>,
+    /// `conv_norm_out`.
+    pub conv_norm_out: GroupNorm<B>,
+    /// `conv_out`.
+    pub conv_out: Conv2d<B>,
+    #[module(skip)]
+    config: UNet2DConditionConfig,
+    #[module(skip)]
+    arch: UNetArch,
+}
+
+/// Injection points of the tuned self-cascade variant: after the first (up to) three down blocks.
+const DOWN_INJECTIONS: usize = 3;
+
+impl<B: Backend> UNet2DConditionModel<B> {
+    /// Builds the model from `config` with parameters from `vb` (loaded or randomly initialised
+    /// [`crate::load::Weights`]). The config is validated first.
+    pub fn new(vb: &Vb<B>, config: &UNet2DConditionConfig) -> Result<Self> {
+        let arch = config.arch()?;
+        let n = arch.channels.len();
+        let c0 = arch.channels[0];
+        let temb = arch.time_embed_dim;
+        let spec = |i: usize| BlockSpec {
+            temb,
+            groups: arch.groups,
+            eps: config.norm_eps,
+            heads: arch.heads[i],
+            transformer_layers: arch.transformer_layers[i],
+            context_dim: arch.cross_attention_dim,
+            linear_projection: config.use_linear_projection,
+        };
+        let conv_in = Conv2d::new(
+            &vb.pp("conv_in"),
+            config.in_channels,
+            c0,
+            config.conv_in_kernel,
+            1,
+            config.conv_in_kernel / 2,
+        )?;
+        let time_embedding = TimestepEmbedding::new(&vb.pp("time_embedding"), c0, temb)?;
+        let add_embedding = match arch.text_time {
+            Some((_, proj_dim)) => Some(TimestepEmbedding::new(
+                &vb.pp("add_embedding"),
+                proj_dim,
+                temb,
+            )?),
+            None => None,
+        };
+        let mut down_blocks = Vec::with_capacity(n);
+        let mut out_ch = c0;
+        for i in 0..n {
+            let in_ch = out_ch;
+            out_ch = arch.channels[i];
+            down_blocks.push(DownBlock2D::new(
+                &vb.pp("down_blocks").pp(i),
+                in_ch,
+                out_ch,
+                arch.layers[i],
+                arch.down[i] == BlockKind::CrossAttn,
+                i + 1 < n,
+                &spec(i),
+            )?);
+        }
+        let mid_block = UNetMidBlock2DCrossAttn::new(
+            &vb.pp("mid_block"),
+            arch.channels[n - 1],
+            config.mid_block_scale_factor,
+            &spec(n - 1),
+        )?;
+        let mut up_blocks = Vec::with_capacity(n);
+        let mut out_ch = arch.channels[n - 1];
+        for i in 0..n {
+            let r = n - 1 - i;
+            let prev = out_ch;
+            out_ch = arch.channels[r];
+            let in_ch = arch.channels[r.saturating_sub(1)];
+            up_blocks.push(UpBlock2D::new(
+                &vb.pp("up_blocks").pp(i),
+                in_ch,
+                prev,
+                out_ch,
+                arch.layers[r] + 1,
+                arch.up[i] == BlockKind::CrossAttn,
+                i + 1 < n,
+                &spec(r),
+            )?);
+        }
+        Ok(Self {
+            conv_in,
+            time_embedding,
+            add_embedding,
+            down_blocks,
+            mid_block,
+            up_blocks,
+            conv_norm_out: GroupNorm::new(
+                &vb.pp("conv_norm_out"),
+                arch.groups,
+                c0,
+                config.norm_eps,
+            )?,
+            conv_out: Conv2d::new(
+                &vb.pp("conv_out"),
+                c0,
+                config.out_channels,
+                config.conv_out_kernel,
+                1,
+                config.conv_out_kernel / 2,
+            )?,
+            config: config.clone(),
+            arch,
+        })
+    }
+
+    /// Loads a diffusers component folder (`…/unet` with `config.json` and safetensors weights, e.g.
+    /// `variant = Some("fp16")`, converted to float32). Loading is strict: a missing, mis-shaped or
+    /// unexpected tensor is an error naming it.
+    pub fn load(dir: &Path, variant: Option<&str>, device: &B::Device) -> Result<Self> {
+        let config = UNet2DConditionConfig::from_file(&dir.join("config.json"))?;
+        let weights = open_component(dir, variant)?;
+        let model = Self::new(&weights.root::<B>(device), &config)?;
+        weights.finish()?;
+        Ok(model)
+    }
+
+    /// The config the model was built from.
+    pub fn config(&self) -> &UNet2DConditionConfig {
+        &self.config
+    }
+
+    /// The architecture resolved from the config.
+    pub fn arch(&self) -> &UNetArch {
+        &self.arch
+    }
+
+    /// Channels of the features at each injection point of [`super::PivotInjection`]: after down
+    /// blocks 0..min(3, n) and after the mid block (SD 2.1: `[320, 640, 1280, 1280]`).
+    pub fn injection_channels(&self) -> Vec<usize> {
+        let ch = &self.config.block_out_channels;
+        let mut out: Vec<usize> = ch.iter().take(DOWN_INJECTIONS).copied().collect();
+        out.push(self.mid_block.channels());
+        out
+    }
+
+    /// Width of the time embedding `temb` passed to the blocks (and to feature upsamplers).
+    pub fn time_embed_dim(&self) -> usize {
+        self.time_embedding.linear_2.out_features()
+    }
+
+    /// The time embedding `[B, time_embed_dim]` for `timesteps` (one per row, or one for all) and,
+    /// for SDXL, the `(text_embeds, time_ids)` micro-conditioning.
+    pub fn time_embedding(
+        &self,
+        batch: usize,
+        timesteps: &[f64],
+        added: Option<(Tensor<B, 2>, Tensor<B, 2>)>,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 2>> {
+        let t: Vec<f32> = match timesteps.len() {
+            1 => vec![timesteps[0] as f32; batch],
+            l if l == batch => timesteps.iter().map(|t| *t as f32).collect(),
+            l => {
+                return Err(Error::Input(format!(
+                    "{l} timesteps for a batch of {batch}: give one timestep, or one per row"
+                )))
+            }
+        };
+        if let Some(bad) = timesteps.iter().find(|t| !t.is_finite()) {
+            return Err(Error::Input(format!("timestep {bad} is not finite")));
+        }
+        let t = Tensor::<B, 1>::from_data(TensorData::new(t, [batch]), device);
+        let c0 = self.time_embedding.in_features();
+        let emb = self.time_embedding.forward(timestep_embedding(
+            t,
+            c0,
+            self.config.flip_sin_to_cos,
+            self.config.freq_shift,
+        ));
+        match (&self.add_embedding, added) {
+            (None, None) => Ok(emb),
+            (None, Some(_)) => Err(Error::Input(
+                "text_embeds/time_ids were given but this UNet has no `text_time` addition embedding \
+                 (that is SDXL's conditioning)"
+                    .into(),
+            )),
+            (Some(_), None) => Err(Error::Input(
+                "this UNet (addition_embed_type = \"text_time\", SDXL) needs text_embeds [B, D] and \
+                 time_ids [B, 6]"
+                    .into(),
+            )),
+            (Some(add), Some((text_embeds, time_ids))) => {
+                let [tb, td] = text_embeds.dims();
+                let [ib, k] = time_ids.dims();
+                let per_id = self.config.addition_time_embed_dim.unwrap_or_default();
+                let expected = add.in_features();
+                if tb != batch || ib != batch {
+                    return Err(Error::Input(format!(
+                        "text_embeds has batch {tb} and time_ids batch {ib}; the sample has batch {batch}"
+                    )));
+                }
+                if td + k * per_id != expected {
+                    return Err(Error::Input(format!(
+                        "text_embeds [{tb}, {td}] and time_ids [{ib}, {k}] give {} features \
+                         ({td} + {k}·{per_id}); add_embedding expects {expected}",
+                        td + k * per_id
+                    )));
+                }
+                let time_embeds = timestep_embedding(
+                    time_ids.reshape([batch * k]),
+                    per_id,
+                    self.config.flip_sin_to_cos,
+                    self.config.freq_shift,
+                )
+                .reshape([batch, k * per_id]);
+                let aug = add.forward(Tensor::cat(vec![text_embeds, time_embeds], 1));
+                Ok(emb.add(aug))
+            }
+        }
+    }
+
+    /// Predicts for `sample` `[B, in_channels, h, w]` (any h, w ≥ 1) at `timesteps` (one value for the
+    /// whole batch, or one per row) with text `encoder_hidden_states` `[B, M, cross_attention_dim]`,
+    /// and for SDXL `added = Some((text_embeds [B, D], time_ids [B, 6]))`. Returns
+    /// `[B, out_channels, h, w]`. Malformed inputs are [`Error::Input`].
+    pub fn forward(
+        &self,
+        sample: Tensor<B, 4>,
+        timesteps: &[f64],
+        encoder_hidden_states: Tensor<B, 3>,
+        added: Option<(Tensor<B, 2>, Tensor<B, 2>)>,
+        hooks: &UNetHooks<'_, B>,
+    ) -> Result<Tensor<B, 4>> {
+        let [b, c, h, w] = sample.dims();
+        if c != self.config.in_channels || b == 0 || h == 0 || w == 0 {
+            return Err(Error::Input(format!(
+                "sample has shape [{b}, {c}, {h}, {w}]; expected [B ≥ 1, {}, h ≥ 1, w ≥ 1]",
+                self.config.in_channels
+            )));
+        }
+        let [eb, m, d] = encoder_hidden_states.dims();
+        let cross = self.arch.cross_attention_dim;
+        if eb != b || d != cross || m == 0 {
+            return Err(Error::Input(format!(
+                "encoder_hidden_states has shape [{eb}, {m}, {d}]; expected [{b}, M ≥ 1, {cross}] \
+                 for a sample of batch {b}"
+            )));
+        }
+        let device = sample.device();
+        if let Some(pivot) = &hooks.pivot {
+            self.check_pivot(pivot, [b, c, h, w])?;
+        }
+        let emb = self.time_embedding(b, timesteps, added, &device)?;
+        let temb_act = kernels::silu(emb.clone());
+        let context = encoder_hidden_states;
+        let center = |x: Tensor<B, 4>| {
+            if self.config.center_input_sample {
+                x.mul_scalar(2.0).sub_scalar(1.0)
+            } else {
+                x
+            }
+        };
+
+        let mut x = self.conv_in.forward(center(sample));
+        let mut pivot = hooks
+            .pivot
+            .as_ref()
+            .map(|p| (self.conv_in.forward(center(p.latent.clone())), p.upsampler));
+        let plain = UNetHooks::default();
+        let mut skips = vec![x.clone()];
+        let inject = |n: usize,
+                      x: Tensor<B, 4>,
+                      features: Tensor<B, 4>,
+                      up: &dyn selfcascade_core::FeatureUpsampler<B>|
+         -> Result<Tensor<B, 4>> {
+            let [xb, xc, xh, xw] = x.dims();
+            let delta = up.upsample(n, features, emb.clone(), (xh, xw));
+            if delta.dims() != [xb, xc, xh, xw] {
+                return Err(Error::Input(format!(
+                    "feature upsampler {n} returned shape {:?}; expected [{xb}, {xc}, {xh}, {xw}]",
+                    delta.dims()
+                )));
+            }
+            Ok(x.add(delta))
+        };
+        for (i, block) in self.down_blocks.iter().enumerate() {
+            let (out, states) = block.forward(x, &temb_act, &context, hooks)?;
+            skips.extend(states);
+            x = out;
+            if let Some((p, up)) = pivot.take() {
+                let (p, _) = block.forward(p, &temb_act, &context, &plain)?;
+                if i < DOWN_INJECTIONS {
+                    x = inject(i, x, p.clone(), up)?;
+                }
+                pivot = Some((p, up));
+            }
+        }
+        x = self.mid_block.forward(x, &temb_act, &context, hooks)?;
+        if let Some((p, up)) = pivot.take() {
+            let p = self.mid_block.forward(p, &temb_act, &context, &plain)?;
+            let n = self.down_blocks.len().min(DOWN_INJECTIONS);
+            x = inject(n, x, p, up)?;
+        }
+
+        let factor = 1usize << self.config.num_upsamplers().min(usize::BITS as usize - 1);
+        let forward_size = h % factor != 0 || w % factor != 0;
+        let last = self.up_blocks.len().saturating_sub(1);
+        for (i, block) in self.up_blocks.iter().enumerate() {
+            let keep = skips.len().saturating_sub(block.resnets.len());
+            let mut mine = skips.split_off(keep);
+            let size = if forward_size && i < last {
+                skips.last().map(|s| {
+                    let [_, _, sh, sw] = s.dims();
+                    (sh, sw)
+                })
+            } else {
+                None
+            };
+            x = block.forward(x, &mut mine, &temb_act, &context, size, hooks)?;
+        }
+        let x = self.conv_norm_out.forward_silu(x);
+        Ok(self.conv_out.forward(x))
+    }
+
+    fn check_pivot(&self, pivot: &super::PivotInjection<'_, B>, sample: [usize; 4]) -> Result<()> {
+        let [b, c, h, w] = sample;
+        let [pb, pc, ph, pw] = pivot.latent.dims();
+        if pb != b || pc != c || 2 * ph != h || 2 * pw != w {
+            return Err(Error::Input(format!(
+                "pivot latent has shape [{pb}, {pc}, {ph}, {pw}]; for a sample [{b}, {c}, {h}, {w}] it must \
+                 be [{b}, {c}, h/2, w/2] (same batch, half the size)"
+            )));
+        }
+        let expected = self.injection_channels();
+        let up = pivot.upsampler;
+        let got: Vec<usize> = (0..up.num_points()).map(|n| up.channels(n)).collect();
+        if got != expected {
+            return Err(Error::Input(format!(
+                "the feature upsampler has {} injection points with channels {got:?}; this UNet injects \
+                 at {} points with channels {expected:?}",
+                got.len(),
+                expected.len()
+            )));
+        }
+        Ok(())
+    }
+}
