@@ -7,8 +7,10 @@
 
 #![warn(missing_docs)]
 
+pub mod clip;
 pub mod error;
 pub mod load;
 pub mod nn;
+pub mod vae;
 
 pub use error::{Error, Result};
