@@ -28,7 +28,12 @@ fn ids(store: &TensorStore) -> Vec<Vec<i64>> {
 }
 
 /// max|a − b| ≤ 1e-4 · max(1, max|b|); returns the error relative to that scale.
-fn assert_close<const D: usize>(what: &str, got: Tensor<B, D>, store: &TensorStore, name: &str) -> f32 {
+fn assert_close<const D: usize>(
+    what: &str,
+    got: Tensor<B, D>,
+    store: &TensorStore,
+    name: &str,
+) -> f32 {
     let want = store.read(name).unwrap();
     assert_eq!(got.dims().to_vec(), want.shape, "{what}: shape");
     let got = got.into_data().to_vec::<f32>().unwrap();
@@ -51,7 +56,12 @@ fn check_text_encoder(fam: &str) {
     let model = CLIPTextModel::<B>::load(&family(fam).join("text_encoder"), None, &dev).unwrap();
     let io = io(fam, "text_encoder.safetensors");
     let out = model.forward(&ids(&io)).unwrap();
-    assert_close(&format!("{fam} last"), out.last_hidden_state, &io, "last_hidden_state");
+    assert_close(
+        &format!("{fam} last"),
+        out.last_hidden_state,
+        &io,
+        "last_hidden_state",
+    );
     assert_close(
         &format!("{fam} penultimate"),
         out.penultimate_hidden_state,
@@ -81,7 +91,12 @@ fn sdxl_text_encoders_match_transformers() {
     let io = io("sdxl", "text_encoder_2.safetensors");
     let ids = ids(&io);
     let out = model.forward(&ids).unwrap();
-    assert_close("sdxl te2 last", out.last_hidden_state, &io, "last_hidden_state");
+    assert_close(
+        "sdxl te2 last",
+        out.last_hidden_state,
+        &io,
+        "last_hidden_state",
+    );
     assert_close(
         "sdxl te2 penultimate",
         out.penultimate_hidden_state,
@@ -99,7 +114,10 @@ fn pooling_rule_follows_eos_token_id_like_transformers() {
         CLIPTextConfig::from_json(&format!(r#"{{"eos_token_id": {eos}}}"#), "test").unwrap()
     };
     assert_eq!(cfg("2").pooling().unwrap(), ClipPooling::LegacyArgmax);
-    assert_eq!(cfg("49407").pooling().unwrap(), ClipPooling::FirstEos(49407));
+    assert_eq!(
+        cfg("49407").pooling().unwrap(),
+        ClipPooling::FirstEos(49407)
+    );
     let default = CLIPTextConfig::from_json("{}", "test").unwrap();
     assert_eq!(default.pooling().unwrap(), ClipPooling::FirstEos(49407));
     let err = CLIPTextConfig::from_json(r#"{"eos_token_id": [2, 3]}"#, "test")
@@ -129,11 +147,7 @@ fn pooling_rule_follows_eos_token_id_like_transformers() {
         let m = CLIPTextModel::<B>::new(&weights.root::<B>(&dev), &c).unwrap();
         let out = m.forward(&rows).unwrap();
         let last = out.last_hidden_state.narrow(1, want, 1).reshape([1, 8]);
-        let d = last
-            .sub(out.pooled)
-            .abs()
-            .max()
-            .into_scalar();
+        let d = last.sub(out.pooled).abs().max().into_scalar();
         assert_eq!(d, 0.0, "eos {eos}, rows {rows:?}");
     }
 }
@@ -141,14 +155,16 @@ fn pooling_rule_follows_eos_token_id_like_transformers() {
 #[test]
 fn bad_input_ids_are_errors() {
     let dev = Default::default();
-    let model =
-        CLIPTextModel::<B>::load(&family("sd15").join("text_encoder"), None, &dev).unwrap();
+    let model = CLIPTextModel::<B>::load(&family("sd15").join("text_encoder"), None, &dev).unwrap();
     let err = model.forward(&[vec![1u32, 1000]]).unwrap_err().to_string();
     assert!(err.contains("1000") && err.contains("vocabulary"), "{err}");
     let err = model.forward(&[vec![-1i64, 3]]).unwrap_err().to_string();
     assert!(err.contains("-1"), "{err}");
     let err = model.forward(&[vec![1u32; 78]]).unwrap_err().to_string();
-    assert!(err.contains("78") && err.contains("max_position_embeddings"), "{err}");
+    assert!(
+        err.contains("78") && err.contains("max_position_embeddings"),
+        "{err}"
+    );
     let err = model
         .forward(&[vec![1u32; 4], vec![1u32; 5]])
         .unwrap_err()
@@ -157,7 +173,10 @@ fn bad_input_ids_are_errors() {
     let empty: Vec<Vec<u32>> = Vec::new();
     assert!(model.forward(&empty).is_err());
     // Shorter than 77 is fine (transformers accepts any length up to max_position_embeddings).
-    assert_eq!(model.forward(&[vec![1u32, 2, 3]]).unwrap().pooled.dims(), [1, 32]);
+    assert_eq!(
+        model.forward(&[vec![1u32, 2, 3]]).unwrap().pooled.dims(),
+        [1, 32]
+    );
 }
 
 #[test]
@@ -212,7 +231,12 @@ fn edited_copy(name: &str, edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<f32>)
     let views: Vec<(String, TensorView)> = tensors
         .iter()
         .zip(&bytes)
-        .map(|((n, s, _), b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).unwrap()))
+        .map(|((n, s, _), b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
         .collect();
     safetensors::serialize_to_file(views, None, &dst.join("model.safetensors")).unwrap();
     dst
@@ -223,14 +247,25 @@ fn strict_loading_names_the_tensor() {
     let dev = Default::default();
     let name = "text_model.encoder.layers.1.mlp.fc1.weight";
     let dir = edited_copy("missing", |t| t.retain(|(n, _, _)| n != name));
-    let err = CLIPTextModel::<B>::load(&dir, None, &dev).unwrap_err().to_string();
+    let err = CLIPTextModel::<B>::load(&dir, None, &dev)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(name) && err.contains("missing"), "{err}");
 
     let dir = edited_copy("unexpected", |t| {
-        t.push(("text_model.encoder.layers.2.mlp.fc1.bias".into(), vec![2], vec![0.0; 2]))
+        t.push((
+            "text_model.encoder.layers.2.mlp.fc1.bias".into(),
+            vec![2],
+            vec![0.0; 2],
+        ))
     });
-    let err = CLIPTextModel::<B>::load(&dir, None, &dev).unwrap_err().to_string();
-    assert!(err.contains("text_model.encoder.layers.2.mlp.fc1.bias"), "{err}");
+    let err = CLIPTextModel::<B>::load(&dir, None, &dev)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("text_model.encoder.layers.2.mlp.fc1.bias"),
+        "{err}"
+    );
 
     let dir = edited_copy("misshaped", |t| {
         for (n, s, d) in t.iter_mut() {
@@ -240,8 +275,13 @@ fn strict_loading_names_the_tensor() {
             }
         }
     });
-    let err = CLIPTextModel::<B>::load(&dir, None, &dev).unwrap_err().to_string();
-    assert!(err.contains("text_model.final_layer_norm.weight") && err.contains("[31]"), "{err}");
+    let err = CLIPTextModel::<B>::load(&dir, None, &dev)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("text_model.final_layer_norm.weight") && err.contains("[31]"),
+        "{err}"
+    );
 
     // The position_ids buffer of real checkpoints is ignored; names without the `text_model.` prefix
     // (transformers 5's own CLIPTextModel files) load too.
@@ -258,7 +298,12 @@ fn strict_loading_names_the_tensor() {
     let m = CLIPTextModel::<B>::load(&dir, None, &dev).unwrap();
     let io = io("sd15", "text_encoder.safetensors");
     let out = m.forward(&ids(&io)).unwrap();
-    assert_close("unprefixed", out.last_hidden_state, &io, "last_hidden_state");
+    assert_close(
+        "unprefixed",
+        out.last_hidden_state,
+        &io,
+        "last_hidden_state",
+    );
 
     // A projection model needs text_projection.
     let dir = edited_copy("no-projection", |_| {});

@@ -100,13 +100,15 @@ fn truncated_and_garbage_files_are_errors_not_panics() {
     write(&path, &[("a", Dtype::F32, vec![64], f32_bytes(&[1.0; 64]))]);
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
-    let err = TensorStore::open(&[path.clone()]).unwrap_err().to_string();
+    let err = TensorStore::open(std::slice::from_ref(&path))
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("truncated") || err.contains("not a valid"),
         "{err}"
     );
     std::fs::write(&path, b"garbage").unwrap();
-    assert!(TensorStore::open(&[path.clone()]).is_err());
+    assert!(TensorStore::open(std::slice::from_ref(&path)).is_err());
     std::fs::write(&path, []).unwrap();
     assert!(TensorStore::open(&[path]).is_err());
 }

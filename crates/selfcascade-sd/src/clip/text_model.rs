@@ -153,14 +153,24 @@ impl<B: Backend> ClipEncoderLayer<B> {
     fn new(vb: &Vb<B>, cfg: &CLIPTextConfig, act: ClipActivation) -> Result<Self> {
         Ok(Self {
             self_attn: ClipAttention::new(&vb.pp("self_attn"), cfg)?,
-            layer_norm1: LayerNorm::new(&vb.pp("layer_norm1"), cfg.hidden_size, cfg.layer_norm_eps)?,
+            layer_norm1: LayerNorm::new(
+                &vb.pp("layer_norm1"),
+                cfg.hidden_size,
+                cfg.layer_norm_eps,
+            )?,
             mlp: ClipMlp::new(&vb.pp("mlp"), cfg, act)?,
-            layer_norm2: LayerNorm::new(&vb.pp("layer_norm2"), cfg.hidden_size, cfg.layer_norm_eps)?,
+            layer_norm2: LayerNorm::new(
+                &vb.pp("layer_norm2"),
+                cfg.hidden_size,
+                cfg.layer_norm_eps,
+            )?,
         })
     }
 
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let h = x.clone().add(self.self_attn.forward(self.layer_norm1.forward(x)));
+        let h = x
+            .clone()
+            .add(self.self_attn.forward(self.layer_norm1.forward(x)));
         h.clone().add(self.mlp.forward(self.layer_norm2.forward(h)))
     }
 }
@@ -280,7 +290,11 @@ impl<B: Backend> ClipTextTransformer<B> {
 }
 
 /// Flattens and checks input ids: rectangular, non-empty, within the vocabulary and the position table.
-fn check_ids<R, T>(rows: &[R], vocab: usize, max_positions: usize) -> Result<(Vec<i64>, usize, usize)>
+fn check_ids<R, T>(
+    rows: &[R],
+    vocab: usize,
+    max_positions: usize,
+) -> Result<(Vec<i64>, usize, usize)>
 where
     R: AsRef<[T]>,
     T: Copy + Into<i64>,

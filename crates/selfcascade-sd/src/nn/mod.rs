@@ -123,7 +123,7 @@ pub struct GroupNorm<B: Backend> {
 impl<B: Backend> GroupNorm<B> {
     /// Loads `weight`/`bias` of `channels`; errors if `channels` is not divisible by `num_groups`.
     pub fn new(vb: &Vb<B>, num_groups: usize, channels: usize, eps: f64) -> Result<Self> {
-        if num_groups == 0 || channels % num_groups != 0 {
+        if num_groups == 0 || !channels.is_multiple_of(num_groups) {
             return Err(Error::Model(format!(
                 "{}: {channels} channels cannot be split into {num_groups} groups (norm_num_groups must divide every channel count)",
                 vb.path("")

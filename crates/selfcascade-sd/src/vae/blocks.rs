@@ -36,7 +36,14 @@ impl<B: Backend> ResnetBlock2D<B> {
             norm2: GroupNorm::new(&vb.pp("norm2"), groups, out_ch, VAE_EPS)?,
             conv2: Conv2d::new(&vb.pp("conv2"), out_ch, out_ch, 3, 1, 1)?,
             conv_shortcut: if in_ch != out_ch {
-                Some(Conv2d::new(&vb.pp("conv_shortcut"), in_ch, out_ch, 1, 1, 0)?)
+                Some(Conv2d::new(
+                    &vb.pp("conv_shortcut"),
+                    in_ch,
+                    out_ch,
+                    1,
+                    1,
+                    0,
+                )?)
             } else {
                 None
             },

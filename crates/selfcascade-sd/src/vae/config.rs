@@ -200,7 +200,11 @@ impl AutoencoderKLConfig {
                 "down block type \"{t}\" is not supported (only DownEncoderBlock2D)"
             ));
         }
-        if let Some(t) = self.up_block_types.iter().find(|t| *t != "UpDecoderBlock2D") {
+        if let Some(t) = self
+            .up_block_types
+            .iter()
+            .find(|t| *t != "UpDecoderBlock2D")
+        {
             return Err(format!(
                 "up block type \"{t}\" is not supported (only UpDecoderBlock2D)"
             ));
@@ -221,7 +225,7 @@ impl AutoencoderKLConfig {
         if let Some(c) = self
             .block_out_channels
             .iter()
-            .find(|c| **c == 0 || **c % self.norm_num_groups != 0)
+            .find(|c| **c == 0 || !c.is_multiple_of(self.norm_num_groups))
         {
             return Err(format!(
                 "block channel count {c} is not a positive multiple of `norm_num_groups` {}",

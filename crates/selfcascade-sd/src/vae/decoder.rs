@@ -28,7 +28,14 @@ impl<B: Backend> UpDecoderBlock2D<B> {
     ) -> Result<Self> {
         let r = vb.pp("resnets");
         let resnets = (0..layers)
-            .map(|j| ResnetBlock2D::new(&r.pp(j), if j == 0 { in_ch } else { out_ch }, out_ch, groups))
+            .map(|j| {
+                ResnetBlock2D::new(
+                    &r.pp(j),
+                    if j == 0 { in_ch } else { out_ch },
+                    out_ch,
+                    groups,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         let upsamplers = if upsample {
             vec![Upsample2D::new(&vb.pp("upsamplers").pp(0), out_ch)?]
@@ -92,7 +99,12 @@ impl<B: Backend> Decoder<B> {
         }
         Ok(Self {
             conv_in: Conv2d::new(&vb.pp("conv_in"), cfg.latent_channels, top, 3, 1, 1)?,
-            mid_block: UNetMidBlock2D::new(&vb.pp("mid_block"), top, g, cfg.mid_block_add_attention)?,
+            mid_block: UNetMidBlock2D::new(
+                &vb.pp("mid_block"),
+                top,
+                g,
+                cfg.mid_block_add_attention,
+            )?,
             up_blocks,
             conv_norm_out: GroupNorm::new(&vb.pp("conv_norm_out"), g, bottom, VAE_EPS)?,
             conv_out: Conv2d::new(&vb.pp("conv_out"), bottom, cfg.out_channels, 3, 1, 1)?,

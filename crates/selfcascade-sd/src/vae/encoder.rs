@@ -28,7 +28,14 @@ impl<B: Backend> DownEncoderBlock2D<B> {
     ) -> Result<Self> {
         let r = vb.pp("resnets");
         let resnets = (0..layers)
-            .map(|j| ResnetBlock2D::new(&r.pp(j), if j == 0 { in_ch } else { out_ch }, out_ch, groups))
+            .map(|j| {
+                ResnetBlock2D::new(
+                    &r.pp(j),
+                    if j == 0 { in_ch } else { out_ch },
+                    out_ch,
+                    groups,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         let downsamplers = if downsample {
             vec![Downsample2D::new(&vb.pp("downsamplers").pp(0), out_ch)?]
@@ -93,7 +100,12 @@ impl<B: Backend> Encoder<B> {
         Ok(Self {
             conv_in: Conv2d::new(&vb.pp("conv_in"), cfg.in_channels, first, 3, 1, 1)?,
             down_blocks,
-            mid_block: UNetMidBlock2D::new(&vb.pp("mid_block"), last, g, cfg.mid_block_add_attention)?,
+            mid_block: UNetMidBlock2D::new(
+                &vb.pp("mid_block"),
+                last,
+                g,
+                cfg.mid_block_add_attention,
+            )?,
             conv_norm_out: GroupNorm::new(&vb.pp("conv_norm_out"), g, last, VAE_EPS)?,
             conv_out: Conv2d::new(&vb.pp("conv_out"), last, 2 * cfg.latent_channels, 3, 1, 1)?,
         })

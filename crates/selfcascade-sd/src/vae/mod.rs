@@ -115,7 +115,13 @@ impl<B: Backend> AutoencoderKL<B> {
             if s == 0 {
                 return Err(Error::Input(format!("VAE encode: image {what} is 0")));
             }
-            for _ in 0..self.encoder.down_blocks.iter().filter(|b| !b.downsamplers.is_empty()).count() {
+            for _ in 0..self
+                .encoder
+                .down_blocks
+                .iter()
+                .filter(|b| !b.downsamplers.is_empty())
+                .count()
+            {
                 if s < 2 {
                     return Err(Error::Input(format!(
                         "VAE encode: image (or tile) {what} {} is too small for {} downsampling steps",
@@ -190,7 +196,7 @@ impl<B: Backend> AutoencoderKL<B> {
         image: Tensor<B, 4>,
         tiling: &Tiling,
     ) -> Result<(Tensor<B, 4>, Tensor<B, 4>)> {
-        tiling::check_tiling(tiling)?;
+        tiling.validate(self.downsample_factor)?;
         self.check_image(&image)?;
         let moments = tiling::tiled(
             image,
@@ -208,7 +214,7 @@ impl<B: Backend> AutoencoderKL<B> {
 
     /// Tiled decoding, always tiled (diffusers' `tiled_decode`).
     pub fn tiled_decode(&self, latent: Tensor<B, 4>, tiling: &Tiling) -> Result<Tensor<B, 4>> {
-        tiling::check_tiling(tiling)?;
+        tiling.validate(self.downsample_factor)?;
         self.check_latent(&latent)?;
         tiling::tiled(
             latent,

@@ -35,23 +35,42 @@ impl Tiling {
         Self { overlap, ..self }
     }
 
-    fn check(&self) -> Result<()> {
+    /// Checks the geometry for a VAE that down-samples by `factor`: tiles must advance, and the
+    /// stride in one space must equal the kept part of a tile in the other, so the tiles cover the
+    /// output exactly. (diffusers does not check this: with e.g. 24-pixel tiles on SD's factor 8 its
+    /// tiled decode returns an image of the wrong size. The defaults of every SD VAE pass.)
+    pub fn validate(&self, factor: usize) -> Result<()> {
         if !(0.0..1.0).contains(&self.overlap) {
             return Err(Error::Input(format!(
                 "tile overlap must be in [0, 1), got {}",
                 self.overlap
             )));
         }
-        for (what, tile) in [("image", self.sample_tile), ("latent", self.latent_tile)] {
-            if stride(tile, self.overlap) == 0 {
-                return Err(Error::Input(format!(
-                    "{what} tile of {tile} pixels is too small for overlap {} (tiles would not advance)",
-                    self.overlap
-                )));
-            }
+        let (s, l, o) = (self.sample_tile, self.latent_tile, self.overlap);
+        let bad = |why: String| {
+            Err(Error::Input(format!(
+                "tiles of {s} image / {l} latent pixels with overlap {o}: {why}; use an image tile that is a multiple of {} (4 × the VAE's factor {factor})",
+                4 * factor
+            )))
+        };
+        if l == 0 || stride(l, o) == 0 || stride(s, o) == 0 {
+            return bad("the tiles would not advance".into());
+        }
+        if l.checked_mul(factor) != Some(s) {
+            return bad(format!("the latent tile × {factor} is not the image tile"));
+        }
+        let keep_s = s - blend_extent(s, o);
+        let keep_l = l - blend_extent(l, o);
+        if stride(l, o) * factor != keep_s || stride(s, o) != keep_l * factor {
+            return bad("the tile stride and the kept part of a tile differ, so the output would have the wrong size".into());
         }
         Ok(())
     }
+}
+
+/// Python's `int(tile * overlap)`.
+fn blend_extent(tile: usize, overlap: f64) -> usize {
+    (tile as f64 * overlap) as usize
 }
 
 /// Python's `int(tile * (1 - overlap))`.
@@ -120,7 +139,7 @@ pub(crate) fn tiled<B: Backend>(
             "tile of {in_tile} pixels with overlap {overlap} does not advance"
         )));
     }
-    let blend_extent = (out_tile as f64 * overlap) as usize;
+    let blend_extent = blend_extent(out_tile, overlap);
     let row_limit = out_tile.saturating_sub(blend_extent);
     let mut prev_row: Vec<Tensor<B, 4>> = Vec::new();
     let mut out_rows = Vec::new();
@@ -138,19 +157,15 @@ pub(crate) fn tiled<B: Backend>(
                 tile = blend(left, tile, blend_extent, Axis::H);
             }
             let [_, _, oh, ow] = tile.dims();
-            cropped.push(
-                tile.clone()
-                    .narrow(2, 0, row_limit.min(oh))
-                    .narrow(3, 0, row_limit.min(ow)),
-            );
+            cropped.push(tile.clone().narrow(2, 0, row_limit.min(oh)).narrow(
+                3,
+                0,
+                row_limit.min(ow),
+            ));
             cur_row.push(tile);
         }
         out_rows.push(Tensor::cat(cropped, 3));
         prev_row = cur_row;
     }
     Ok(Tensor::cat(out_rows, 2))
-}
-
-pub(crate) fn check_tiling(t: &Tiling) -> Result<()> {
-    t.check()
 }
