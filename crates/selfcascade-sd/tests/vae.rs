@@ -353,3 +353,46 @@ fn strict_loading_names_the_tensor() {
         "decoded",
     );
 }
+
+/// Peak resident memory of this process (Linux), in bytes.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// A 2048×2048 decode with SD 1.x's real VAE architecture (random weights) through the default
+/// tiling: 6×6 tiles of 512×512. Slow on CPU (tens of minutes on 2 cores), hence ignored:
+/// `cargo test --release -p selfcascade-sd --test vae -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn sd_sized_2048_tiled_decode_fits_in_memory() {
+    let cfg = AutoencoderKLConfig::from_json(
+        r#"{"block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "sample_size": 512,
+            "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
+            "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"]}"#,
+        "sd15-vae",
+    )
+    .unwrap();
+    let dev = Default::default();
+    let w = Weights::random(7);
+    let vae = AutoencoderKL::<B>::new(&w.root::<B>(&dev), &cfg).unwrap();
+    let latent = Tensor::<B, 4>::random(
+        [1, 4, 256, 256],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &dev,
+    );
+    let start = std::time::Instant::now();
+    let image = vae.decode_auto(latent, &vae.default_tiling()).unwrap();
+    assert_eq!(image.dims(), [1, 3, 2048, 2048]);
+    let has_nan = image.is_nan().any().into_scalar();
+    assert!(!has_nan, "NaN in the decoded image");
+    let peak = peak_rss().unwrap_or(0);
+    eprintln!(
+        "2048x2048 tiled decode: {:.1} s, peak RSS {:.2} GiB",
+        start.elapsed().as_secs_f64(),
+        peak as f64 / (1u64 << 30) as f64
+    );
+    assert!(peak < 8 << 30, "peak RSS {peak} bytes");
+}

@@ -388,7 +388,9 @@ impl<B: Backend> CLIPTextModel<B> {
         Ok(model)
     }
 
-    /// Encodes `input_ids` (rows of equal length); `pooled` is `pooler_output` `[B, hidden]`.
+    /// Encodes `input_ids`: host integers (`u32`, `i64`, …), one row per prompt, all rows of equal
+    /// length ≤ `max_position_embeddings`, every id < `vocab_size` (else [`Error::Input`]).
+    /// `pooled` is `pooler_output` `[B, hidden]`.
     pub fn forward<R, T>(&self, input_ids: &[R]) -> Result<ClipTextOutput<B>>
     where
         R: AsRef<[T]>,

@@ -99,7 +99,10 @@ impl<B: Backend> AutoencoderKL<B> {
     }
 
     fn check_image(&self, image: &Tensor<B, 4>) -> Result<()> {
-        let [_, c, h, w] = image.dims();
+        let [b, c, h, w] = image.dims();
+        if b == 0 {
+            return Err(Error::Input("VAE encode: empty batch".into()));
+        }
         if c != self.in_channels {
             return Err(Error::Input(format!(
                 "VAE encode: image has {c} channels, the VAE expects {}",
@@ -136,7 +139,10 @@ impl<B: Backend> AutoencoderKL<B> {
     }
 
     fn check_latent(&self, latent: &Tensor<B, 4>) -> Result<()> {
-        let [_, c, h, w] = latent.dims();
+        let [b, c, h, w] = latent.dims();
+        if b == 0 {
+            return Err(Error::Input("VAE decode: empty batch".into()));
+        }
         if c != self.latent_channels {
             return Err(Error::Input(format!(
                 "VAE decode: latent has {c} channels, the VAE expects {}",
