@@ -7,10 +7,12 @@
 
 #![warn(missing_docs)]
 
+pub mod clip;
 pub mod error;
 pub mod load;
 pub mod nn;
 pub mod pipeline;
 pub mod unet;
+pub mod vae;
 
 pub use error::{Error, Result};

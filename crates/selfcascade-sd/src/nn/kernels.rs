@@ -131,3 +131,12 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 pub fn quick_gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     x.clone().mul(activation::sigmoid(x.mul_scalar(1.702)))
 }
+
+/// Nearest-neighbour ×2 upsampling of `x` `[B, C, H, W]` → `[B, C, 2H, 2W]`, equal to PyTorch's
+/// `F.interpolate(x, scale_factor=2.0, mode="nearest")` (every value is copied, so the result is exact).
+pub fn upsample_nearest2x<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [b, c, h, w] = x.dims();
+    x.reshape([b, c, h, 1, w, 1])
+        .expand([b, c, h, 2, w, 2])
+        .reshape([b, c, 2 * h, 2 * w])
+}

@@ -1,0 +1,5 @@
+//! The CLIP text encoders of Stable Diffusion (transformers' `CLIPTextModel` and
+//! `CLIPTextModelWithProjection`).
+
+pub mod config;
+pub mod text_model;
