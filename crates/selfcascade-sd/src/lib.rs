@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod clip;
 pub mod error;
 pub mod load;
 pub mod nn;
