@@ -200,6 +200,7 @@ fn oracle_covers_what_it_should() {
     }
     assert_eq!(oracle.configs["sd15"].pad_id, 49407);
     assert_eq!(oracle.configs["sd21"].pad_id, 0);
+    assert_eq!(oracle.configs["map-wins"].pad_id, 0);
 }
 
 #[test]
@@ -232,6 +233,7 @@ fn tokenizer_json_folders_equal_transformers() {
 fn special_token_flag_rules_equal_transformers() {
     check_config("odd-a");
     check_config("odd-b");
+    check_config("map-wins");
 }
 
 #[test]
