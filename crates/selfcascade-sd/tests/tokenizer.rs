@@ -446,6 +446,13 @@ fn malformed_files_are_clear_errors() {
     assert!(message.contains("vocabulary"), "{message}");
     let message = tokenizer_error(ClipTokenizer::from_vocab_merges(&vocab, "i n\n", "!", 1));
     assert!(message.contains("at least 2"), "{message}");
+    let message = tokenizer_error(ClipTokenizer::from_vocab_merges(
+        &vocab,
+        "i n\n",
+        "!",
+        usize::MAX,
+    ));
+    assert!(message.contains("too large"), "{message}");
 }
 
 /// Every Unicode scalar value through the oracle's probe template, compared block by block with the
