@@ -13,9 +13,12 @@ Writes crates/selfcascade-sd/tests/fixtures/clip-tokenizer/:
 * ids.json: prompts and the ids transformers gives for them, `padding="max_length", max_length=77,
   truncation=True`, exactly as the diffusers Stable Diffusion pipelines call it.
 
-The Rust tests read these files; CI needs no Python. Run (see tools/oracle/README.md for the environment):
+The Rust tests read these files; CI needs no Python. Run with transformers 5.24, tokenizers 0.23, diffusers 0.42
+and open-clip-torch installed (nothing is downloaded):
 
     HF_HUB_OFFLINE=1 python tools/oracle/tokenizer.py
+
+The output is deterministic: running it again rewrites the same files.
 """
 import gzip
 import json
@@ -123,6 +126,8 @@ CONFIGS = {
     "odd-a": {"tokenizer_config.json": legacy_config(added(EOS), unk=EOS)},
     # eos not normalized, unk normalized, pad equal to eos (dropped): the unk's flags win, `<|endoftext|>` is normalized.
     "odd-b": {"tokenizer_config.json": legacy_config(added(EOS, normalized=False), eos=added(EOS, normalized=False))},
+    # special_tokens_map.json wins over tokenizer_config.json (configs without `added_tokens_decoder`).
+    "map-wins": {"tokenizer_config.json": legacy_config(EOS), "special_tokens_map.json": legacy_map("!")},
 }
 # The two configs every prompt runs through; the others run the hand-written prompts.
 FULL = ["sd15", "sd21"]

@@ -200,6 +200,7 @@ fn oracle_covers_what_it_should() {
     }
     assert_eq!(oracle.configs["sd15"].pad_id, 49407);
     assert_eq!(oracle.configs["sd21"].pad_id, 0);
+    assert_eq!(oracle.configs["map-wins"].pad_id, 0);
 }
 
 #[test]
@@ -232,6 +233,7 @@ fn tokenizer_json_folders_equal_transformers() {
 fn special_token_flag_rules_equal_transformers() {
     check_config("odd-a");
     check_config("odd-b");
+    check_config("map-wins");
 }
 
 #[test]
@@ -444,6 +446,13 @@ fn malformed_files_are_clear_errors() {
     assert!(message.contains("vocabulary"), "{message}");
     let message = tokenizer_error(ClipTokenizer::from_vocab_merges(&vocab, "i n\n", "!", 1));
     assert!(message.contains("at least 2"), "{message}");
+    let message = tokenizer_error(ClipTokenizer::from_vocab_merges(
+        &vocab,
+        "i n\n",
+        "!",
+        usize::MAX,
+    ));
+    assert!(message.contains("too large"), "{message}");
 }
 
 /// Every Unicode scalar value through the oracle's probe template, compared block by block with the

@@ -191,7 +191,8 @@ impl ClipTokenizer {
     ///
     /// # Errors
     /// [`Error::Tokenizer`] for malformed JSON or merges, merges whose symbols are not in the vocabulary,
-    /// an empty pad token, special tokens missing from the vocabulary, or `max_len < 2`.
+    /// an empty pad token, special tokens missing from the vocabulary, or `max_len` below 2 or above
+    /// 2²⁰.
     pub fn from_vocab_merges(
         vocab_json: &str,
         merges_txt: &str,
@@ -232,6 +233,11 @@ impl ClipTokenizer {
         if max_len < 2 {
             return Err(Error::Tokenizer(format!(
                 "max length {max_len} leaves no room for <|startoftext|> and <|endoftext|>: it must be at least 2"
+            )));
+        }
+        if max_len as u64 > MAX_MAX_LEN {
+            return Err(Error::Tokenizer(format!(
+                "max length {max_len} is too large: at most {MAX_MAX_LEN} (77 for CLIP)"
             )));
         }
         let unk = named.unk_content().unwrap_or(EOS_TOKEN).to_owned();
