@@ -1,8 +1,14 @@
 //! `selfcascade inspect`: schedules (and, later, model components).
 
+use crate::tensors::{Inputs, Outputs};
 use crate::CliResult;
-use clap::{Args, Subcommand};
+use burn::backend::Flex;
+use clap::{Args, Subcommand, ValueEnum};
 use selfcascade_core::scheduler::{self, SchedulerConfig, SchedulerKind};
+use selfcascade_sd::clip::text_model::{CLIPTextModel, CLIPTextModelWithProjection};
+use selfcascade_sd::clip::ClipTokenizer;
+use selfcascade_sd::unet::{UNet2DConditionModel, UNetHooks};
+use selfcascade_sd::vae::AutoencoderKL;
 use std::path::PathBuf;
 
 /// `selfcascade inspect …`
@@ -10,6 +16,60 @@ use std::path::PathBuf;
 pub enum InspectCommand {
     /// Print the timesteps a scheduler runs and ᾱ at each, as JSON.
     Schedule(ScheduleArgs),
+    /// Run one component of a pipeline folder on tensors from a safetensors file.
+    Run(RunArgs),
+    /// Print the token ids of each prompt line as JSON arrays.
+    Tokenize(TokenizeArgs),
+}
+
+/// The components `inspect run` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Component {
+    /// `unet/`: in `sample`, `timestep`, `encoder_hidden_states` (+ `text_embeds`, `time_ids`); out `out`.
+    Unet,
+    /// `vae/` encoder: in `image`; out `mean`, `logvar`.
+    VaeEncode,
+    /// `vae/` decoder: in `latent` (unscaled); out `decoded`.
+    VaeDecode,
+    /// `text_encoder/`: in `input_ids`; out `last_hidden_state`, `penultimate_hidden_state`, `pooler_output`.
+    TextEncoder,
+    /// `text_encoder_2/`: in `input_ids`; out `last_hidden_state`, `penultimate_hidden_state`, `text_embeds`.
+    #[value(name = "text-encoder-2")]
+    TextEncoder2,
+}
+
+/// Arguments of `selfcascade inspect run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// A diffusers pipeline folder (components other than the one run may be absent).
+    #[arg(long)]
+    model: PathBuf,
+    /// Which component.
+    #[arg(long, value_enum)]
+    component: Component,
+    /// Input tensors (safetensors).
+    #[arg(long)]
+    input: PathBuf,
+    /// Where to write the output tensors (safetensors).
+    #[arg(long)]
+    output: PathBuf,
+    /// Weight variant (e.g. fp16).
+    #[arg(long)]
+    variant: Option<String>,
+}
+
+/// Arguments of `selfcascade inspect tokenize`.
+#[derive(Args, Debug)]
+pub struct TokenizeArgs {
+    /// A diffusers pipeline folder with `tokenizer/` (and `tokenizer_2/` for `--second`).
+    #[arg(long)]
+    model: PathBuf,
+    /// Use `tokenizer_2/`.
+    #[arg(long)]
+    second: bool,
+    /// A text file with one prompt per line; a literal `\n` or `\t` in a line stands for newline or tab.
+    #[arg(long)]
+    prompts: PathBuf,
 }
 
 /// Arguments of `selfcascade inspect schedule`.
@@ -33,6 +93,8 @@ pub struct ScheduleArgs {
 pub fn run(cmd: InspectCommand) -> CliResult {
     match cmd {
         InspectCommand::Schedule(args) => schedule(args),
+        InspectCommand::Run(args) => run_component(args),
+        InspectCommand::Tokenize(args) => tokenize(args),
     }
 }
 
@@ -71,5 +133,114 @@ fn schedule(args: ScheduleArgs) -> CliResult {
         "{}",
         serde_json::json!({ "timesteps": timesteps, "alphas_cumprod": alphas })
     );
+    Ok(())
+}
+
+fn component_dir(model: &std::path::Path, name: &str) -> CliResult<PathBuf> {
+    let dir = model.join(name);
+    if dir.is_dir() {
+        Ok(dir)
+    } else {
+        Err(format!("{} has no `{name}/` folder", model.display()))
+    }
+}
+
+fn run_component(args: RunArgs) -> CliResult {
+    let dev = Default::default();
+    let inputs = Inputs::open(&args.input)?;
+    let variant = args.variant.as_deref();
+    let e = |e: selfcascade_sd::Error| e.to_string();
+    let mut out = Outputs::default();
+    match args.component {
+        Component::Unet => {
+            let unet = UNet2DConditionModel::<Flex>::load(
+                &component_dir(&args.model, "unet")?,
+                variant,
+                &dev,
+            )
+            .map_err(e)?;
+            let sample = inputs.float::<Flex, 4>("sample", &dev)?;
+            let (_, timesteps) = inputs.values("timestep")?;
+            let timesteps: Vec<f64> = timesteps.iter().map(|t| *t as f64).collect();
+            let context = inputs.float::<Flex, 3>("encoder_hidden_states", &dev)?;
+            let added = match (inputs.has("text_embeds"), inputs.has("time_ids")) {
+                (true, true) => Some((
+                    inputs.float("text_embeds", &dev)?,
+                    inputs.float("time_ids", &dev)?,
+                )),
+                (false, false) => None,
+                _ => {
+                    return Err(format!(
+                        "{}: SDXL inputs need both `text_embeds` and `time_ids`",
+                        args.input.display()
+                    ))
+                }
+            };
+            let y = unet
+                .forward(sample, &timesteps, context, added, &UNetHooks::default())
+                .map_err(e)?;
+            out.add("out", y)?;
+        }
+        Component::VaeEncode | Component::VaeDecode => {
+            let vae =
+                AutoencoderKL::<Flex>::load(&component_dir(&args.model, "vae")?, variant, &dev)
+                    .map_err(e)?;
+            if args.component == Component::VaeEncode {
+                let (mean, logvar) = vae.encode(inputs.float("image", &dev)?).map_err(e)?;
+                out.add("mean", mean)?;
+                out.add("logvar", logvar)?;
+            } else {
+                out.add(
+                    "decoded",
+                    vae.decode(inputs.float("latent", &dev)?).map_err(e)?,
+                )?;
+            }
+        }
+        Component::TextEncoder => {
+            let te = CLIPTextModel::<Flex>::load(
+                &component_dir(&args.model, "text_encoder")?,
+                variant,
+                &dev,
+            )
+            .map_err(e)?;
+            let o = te.forward(&inputs.int_rows("input_ids")?).map_err(e)?;
+            out.add("last_hidden_state", o.last_hidden_state)?;
+            out.add("penultimate_hidden_state", o.penultimate_hidden_state)?;
+            out.add("pooler_output", o.pooled)?;
+        }
+        Component::TextEncoder2 => {
+            let te = CLIPTextModelWithProjection::<Flex>::load(
+                &component_dir(&args.model, "text_encoder_2")?,
+                variant,
+                &dev,
+            )
+            .map_err(e)?;
+            let o = te.forward(&inputs.int_rows("input_ids")?).map_err(e)?;
+            out.add("last_hidden_state", o.last_hidden_state)?;
+            out.add("penultimate_hidden_state", o.penultimate_hidden_state)?;
+            out.add("text_embeds", o.pooled)?;
+        }
+    }
+    out.write(&args.output)
+}
+
+fn tokenize(args: TokenizeArgs) -> CliResult {
+    let name = if args.second {
+        "tokenizer_2"
+    } else {
+        "tokenizer"
+    };
+    let tok =
+        ClipTokenizer::from_dir(&component_dir(&args.model, name)?).map_err(|e| e.to_string())?;
+    let text = std::fs::read_to_string(&args.prompts)
+        .map_err(|e| format!("cannot read {}: {e}", args.prompts.display()))?;
+    for line in text.lines() {
+        let prompt = line.replace("\\n", "\n").replace("\\t", "\t");
+        let ids = tok.encode(&prompt).map_err(|e| e.to_string())?;
+        println!(
+            "{}",
+            serde_json::to_string(&ids).map_err(|e| e.to_string())?
+        );
+    }
     Ok(())
 }

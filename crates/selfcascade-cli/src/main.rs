@@ -1,7 +1,11 @@
 //! `selfcascade`: higher-resolution Stable Diffusion by the self-cascade method.
 
+mod backend;
+mod generate;
 mod inspect;
+mod output;
 mod plan;
+mod tensors;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -17,6 +21,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Generate an image from a prompt at a size the model was not trained for.
+    Generate(generate::GenerateArgs),
     /// Print the stage sizes of a self-cascade run as JSON.
     Plan(plan::PlanArgs),
     /// Look inside models and schedules.
@@ -30,6 +36,7 @@ pub type CliResult<T = ()> = Result<T, String>;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Generate(args) => generate::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Inspect(cmd) => inspect::run(cmd),
     };

@@ -148,6 +148,29 @@ impl ScalePlan {
         Ok(Self { stages })
     }
 
+    /// A plan with explicit stage sizes, smallest first. Each must have more pixels than the one
+    /// before, at most 4× more, and no side may shrink.
+    pub fn from_stages(stages: Vec<Size>) -> Result<Self> {
+        if stages.is_empty() || stages.iter().any(|s| s.width == 0 || s.height == 0) {
+            return Err(Error::Plan(
+                "a plan needs at least one stage, with positive sides".into(),
+            ));
+        }
+        for w in stages.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            if b.pixels() <= a.pixels()
+                || b.pixels() > 4 * a.pixels()
+                || b.width < a.width
+                || b.height < a.height
+            {
+                return Err(Error::Plan(format!(
+                    "stage {b} cannot follow {a}: each stage must grow, by at most 4× the pixels, without shrinking a side"
+                )));
+            }
+        }
+        Ok(Self { stages })
+    }
+
     /// A plan with one stage: plain sampling at `size`.
     pub fn single(size: Size) -> Self {
         Self { stages: vec![size] }
@@ -240,6 +263,16 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("64"));
+    }
+
+    #[test]
+    fn explicit_stages_are_checked() {
+        let ok = ScalePlan::from_stages(vec![Size::new(64, 32), Size::new(128, 64)]).unwrap();
+        assert_eq!(ok.len(), 2);
+        assert!(ScalePlan::from_stages(vec![]).is_err());
+        assert!(ScalePlan::from_stages(vec![Size::new(64, 64), Size::new(256, 256)]).is_err());
+        assert!(ScalePlan::from_stages(vec![Size::new(64, 64), Size::new(64, 64)]).is_err());
+        assert!(ScalePlan::from_stages(vec![Size::new(64, 64), Size::new(32, 192)]).is_err());
     }
 
     #[test]

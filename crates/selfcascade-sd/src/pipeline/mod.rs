@@ -1,4 +1,9 @@
 //! Pipelines and the baselines the paper compares against.
 
 pub mod attn_sf;
+pub mod image;
 pub mod scalecrafter;
+pub mod stable_diffusion;
+
+pub use image::{to_rgb8, RgbImage};
+pub use stable_diffusion::{GenerateRequest, Method, PromptEmbeds, StableDiffusion};

@@ -1,0 +1,470 @@
+//! End-to-end `selfcascade generate` and `inspect` on the tiny random-weight pipelines of the
+//! fixtures (diffusers folders made by tools/oracle/models.py), with a tiny byte-level tokenizer added.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../selfcascade-sd/tests/fixtures")
+}
+
+fn selfcascade(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_selfcascade"))
+        .args(args)
+        .output()
+        .expect("binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("selfcascade-gen-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// CLIP's byte-to-unicode table: printable bytes map to themselves, the others to 256, 257, … in order.
+fn byte_chars() -> Vec<char> {
+    let printable =
+        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let mut next = 256;
+    (0..256u32)
+        .map(|b| {
+            let c = if printable(b) {
+                b
+            } else {
+                next += 1;
+                next - 1
+            };
+            char::from_u32(c).unwrap()
+        })
+        .collect()
+}
+
+/// A sd15 copy with a byte-level tokenizer of 514 tokens (the tiny text encoder has 1000 ids).
+fn sd15_with_tokenizer(name: &str) -> PathBuf {
+    let dir = tmp(name).join("model");
+    copy_dir(&fixtures().join("models/sd15"), &dir);
+    std::fs::remove_dir_all(dir.join("io")).unwrap();
+    let tok = dir.join("tokenizer");
+    std::fs::create_dir_all(&tok).unwrap();
+    let mut vocab = serde_json::Map::new();
+    for c in byte_chars() {
+        vocab.insert(c.to_string(), vocab.len().into());
+    }
+    for c in byte_chars() {
+        vocab.insert(format!("{c}</w>"), vocab.len().into());
+    }
+    vocab.insert("<|startoftext|>".into(), vocab.len().into());
+    vocab.insert("<|endoftext|>".into(), vocab.len().into());
+    std::fs::write(
+        tok.join("vocab.json"),
+        serde_json::Value::Object(vocab).to_string(),
+    )
+    .unwrap();
+    std::fs::write(tok.join("merges.txt"), "#version: 0.2\n").unwrap();
+    std::fs::write(
+        tok.join("tokenizer_config.json"),
+        r#"{"bos_token":"<|startoftext|>","eos_token":"<|endoftext|>","pad_token":"<|endoftext|>","unk_token":"<|endoftext|>","model_max_length":77}"#,
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn generate_writes_a_png_with_metadata_and_stage_latents() {
+    let model = sd15_with_tokenizer("ok");
+    let out = model.parent().unwrap().join("img.png");
+    let latents = model.parent().unwrap().join("latents.safetensors");
+    let m = model.to_str().unwrap();
+    let (ok, _, err) = selfcascade(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "a red circle",
+        "--width",
+        "128",
+        "--height",
+        "128",
+        "--steps",
+        "4",
+        "--scheduler",
+        "ddim",
+        "--seed",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+        "--save-latents",
+        latents.to_str().unwrap(),
+        "--save-stages",
+        "--quiet",
+    ]);
+    assert!(ok, "{err}");
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&out).unwrap()));
+    let reader = decoder.read_info().unwrap();
+    let info = reader.info();
+    assert_eq!((info.width, info.height), (128, 128));
+    let text: Vec<(String, String)> = info
+        .uncompressed_latin1_text
+        .iter()
+        .map(|t| (t.keyword.clone(), t.text.clone()))
+        .collect();
+    for (k, v) in [
+        ("prompt", "a red circle"),
+        ("seed", "3"),
+        ("method", "self-cascade"),
+        ("stages", "64x64 -> 128x128"),
+    ] {
+        assert!(
+            text.iter().any(|(a, b)| a == k && b == v),
+            "{k}={v} missing in {text:?}"
+        );
+    }
+    assert!(model.parent().unwrap().join("img-stage0.png").is_file());
+    assert!(model.parent().unwrap().join("img-stage1.png").is_file());
+    // Replaying the saved stage noise is not possible (latents are not noise), but the file holds each
+    // stage's clean latent at its own size.
+    let bytes = std::fs::read(&latents).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("stage0").unwrap().shape(), &[1, 4, 16, 16]);
+    assert_eq!(st.tensor("stage1").unwrap().shape(), &[1, 4, 32, 32]);
+
+    // Same seed → same image; injected noise replaces the seed.
+    let out2 = model.parent().unwrap().join("img2.png");
+    let (ok, _, err) = selfcascade(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "a red circle",
+        "--width",
+        "128",
+        "--height",
+        "128",
+        "--steps",
+        "4",
+        "--scheduler",
+        "ddim",
+        "--seed",
+        "3",
+        "--out",
+        out2.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&out2).unwrap());
+}
+
+#[test]
+fn bad_inputs_get_one_line_errors_and_leave_no_file() {
+    let model = sd15_with_tokenizer("bad");
+    let m = model.to_str().unwrap();
+    let out = model.parent().unwrap().join("never.png");
+    let o = out.to_str().unwrap();
+    let base = [
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "x",
+        "--steps",
+        "2",
+        "--scheduler",
+        "ddim",
+        "--quiet",
+        "--out",
+        o,
+    ];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--width", "100", "--height", "128"], "96 or 112"),
+        (
+            vec!["--width", "128", "--height", "128", "--method", "magic"],
+            "self-cascade",
+        ),
+        (
+            vec!["--width", "128", "--height", "128", "--device", "cuda"],
+            "cuda",
+        ),
+        (
+            vec!["--width", "128", "--height", "128", "--dtype", "f16"],
+            "f32",
+        ),
+        (
+            vec![
+                "--width",
+                "128",
+                "--height",
+                "128",
+                "--method",
+                "scalecrafter",
+            ],
+            "1024x1024",
+        ),
+    ];
+    for (extra, needle) in cases {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend(extra);
+        let (ok, _, err) = selfcascade(&args);
+        assert!(
+            !ok && err.starts_with("error: ") && err.contains(needle),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let (ok, _, err) = selfcascade(&[
+        "generate",
+        "--model",
+        "/nonexistent/model",
+        "--prompt",
+        "x",
+        "--out",
+        o,
+    ]);
+    assert!(
+        !ok && err.contains("does not exist") && err.contains("unet/"),
+        "{err}"
+    );
+    let (ok, _, err) = selfcascade(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "x",
+        "--width",
+        "128",
+        "--height",
+        "128",
+        "--steps",
+        "2",
+        "--scheduler",
+        "ddim",
+        "--quiet",
+        "--out",
+        "/nonexistent-dir/x.png",
+    ]);
+    assert!(!ok && err.contains("/nonexistent-dir"), "{err}");
+    // The PNDM config of the folder needs an explicit scheduler.
+    let (ok, _, err) = selfcascade(&[
+        "generate", "--model", m, "--prompt", "x", "--width", "128", "--height", "128", "--quiet",
+        "--out", o,
+    ]);
+    assert!(!ok && err.contains("PNDMScheduler"), "{err}");
+    // A missing component is named.
+    std::fs::remove_dir_all(model.join("vae")).unwrap();
+    let (ok, _, err) = selfcascade(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "x",
+        "--width",
+        "128",
+        "--height",
+        "128",
+        "--steps",
+        "2",
+        "--scheduler",
+        "ddim",
+        "--quiet",
+        "--out",
+        o,
+    ]);
+    assert!(!ok && err.contains("vae/"), "{err}");
+    assert!(!out.exists(), "no output file after failures");
+}
+
+#[test]
+fn long_prompts_warn_and_nan_noise_stops_with_its_position() {
+    let model = sd15_with_tokenizer("long");
+    let m = model.to_str().unwrap();
+    let dir = model.parent().unwrap();
+    let out = dir.join("long.png");
+    let long = "a".repeat(60) + " " + &"b".repeat(60);
+    let (ok, _, err) = selfcascade(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        &long,
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--steps",
+        "2",
+        "--scheduler",
+        "ddim",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("truncated"), "{err}");
+    // NaN noise → the sampler stops at stage 0, step 0.
+    let nan: Vec<u8> = std::iter::repeat_n(f32::NAN.to_le_bytes(), 4 * 16 * 16)
+        .flatten()
+        .collect();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1, 4, 16, 16], &nan)
+            .unwrap();
+    let noise = dir.join("nan.safetensors");
+    safetensors::serialize_to_file(vec![("stage0".to_string(), view)], None, &noise).unwrap();
+    let out = dir.join("nan.png");
+    let (ok, _, err) = selfcascade(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "x",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--steps",
+        "2",
+        "--scheduler",
+        "ddim",
+        "--quiet",
+        "--noise",
+        noise.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("stage 0, step 0"), "{err}");
+    assert!(!out.exists());
+}
+
+fn max_rel_err(got: &[f32], want: &[f32]) -> f32 {
+    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    got.iter()
+        .zip(want)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()))
+        / scale
+}
+
+fn read(path: &Path, name: &str) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor(name).unwrap();
+    assert_eq!(t.dtype(), safetensors::Dtype::F32);
+    t.data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+#[test]
+fn inspect_run_reproduces_the_oracle_outputs() {
+    let dir = tmp("inspect");
+    for (family, component, io, outputs) in [
+        ("sd21", "unet", "unet", vec!["out"]),
+        ("sdxl", "unet", "unet", vec!["out"]),
+        ("sd21", "vae-decode", "vae_decode", vec!["decoded"]),
+        ("sd15", "vae-encode", "vae_encode", vec!["mean", "logvar"]),
+        (
+            "sd15",
+            "text-encoder",
+            "text_encoder",
+            vec![
+                "last_hidden_state",
+                "penultimate_hidden_state",
+                "pooler_output",
+            ],
+        ),
+        (
+            "sdxl",
+            "text-encoder-2",
+            "text_encoder_2",
+            vec!["penultimate_hidden_state", "text_embeds"],
+        ),
+    ] {
+        let model = fixtures().join("models").join(family);
+        let input = model.join("io").join(format!("{io}.safetensors"));
+        let output = dir.join(format!("{family}-{component}.safetensors"));
+        let (ok, _, err) = selfcascade(&[
+            "inspect",
+            "run",
+            "--model",
+            model.to_str().unwrap(),
+            "--component",
+            component,
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ]);
+        assert!(ok, "{family} {component}: {err}");
+        for name in outputs {
+            let e = max_rel_err(&read(&output, name), &read(&input, name));
+            assert!(e <= 1e-4, "{family} {component} {name}: {e}");
+        }
+    }
+    let (ok, _, err) = selfcascade(&[
+        "inspect",
+        "run",
+        "--model",
+        fixtures().join("models/sd15").to_str().unwrap(),
+        "--component",
+        "text-encoder-2",
+        "--input",
+        "x",
+        "--output",
+        "y",
+    ]);
+    assert!(!ok && err.contains("text_encoder_2"), "{err}");
+}
+
+#[test]
+fn inspect_tokenize_prints_77_ids_per_line() {
+    let dir = tmp("tok");
+    let model = dir.join("model");
+    copy_dir(
+        &fixtures().join("clip-tokenizer/configs/sd21"),
+        &model.join("tokenizer"),
+    );
+    for f in ["vocab.json", "merges.txt"] {
+        std::fs::copy(
+            fixtures().join("clip-tokenizer").join(f),
+            model.join("tokenizer").join(f),
+        )
+        .unwrap();
+    }
+    let prompts = dir.join("prompts.txt");
+    std::fs::write(&prompts, "a photo of a cat!\nline\\nbreak\n").unwrap();
+    let (ok, out, err) = selfcascade(&[
+        "inspect",
+        "tokenize",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompts",
+        prompts.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let rows: Vec<Vec<u32>> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r.len() == 77 && r[0] == 49406));
+    // SD 2.x pads with "!" (id 0), and a literal "!" is id 0 too.
+    assert_eq!(&rows[0][..8], &[49406, 320, 1125, 539, 320, 2368, 0, 49407]);
+    assert_eq!(rows[0][8], 0);
+}

@@ -1,0 +1,581 @@
+//! Text-to-image at higher resolution with Stable Diffusion 1.x / 2.x / SDXL: the tuning-free
+//! self-cascade method and the paper's baselines, on one `StableDiffusion` pipeline.
+
+use super::attn_sf::AttnSf;
+use super::image::{to_rgb8, RgbImage};
+use super::scalecrafter::{noise_damped_cfg, Branch, ScaleCrafter};
+use crate::clip::text_model::{CLIPTextModel, CLIPTextModelWithProjection};
+use crate::clip::tokenizer::ClipTokenizer;
+use crate::error::{Error, Result};
+use crate::unet::{UNet2DConditionModel, UNetHooks};
+use crate::vae::AutoencoderKL;
+use burn::tensor::{backend::Backend, Tensor};
+use selfcascade_core::guidance::repeat_batch;
+use selfcascade_core::scheduler::{self, PredictionType, SchedulerConfig, SchedulerKind};
+use selfcascade_core::{
+    CascadeOutput, ClassifierFreeGuidance, Denoiser, Interpolation, NoiseSource, Progress,
+    ScalePlan, SelfCascadeConfig, SelfCascadeSampler, Size, StepContext,
+};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+/// How the high-resolution image is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Sample directly at the target size ("Original" in the paper).
+    Direct,
+    /// Direct sampling with Attn-SF self-attention scaling.
+    AttnSf,
+    /// Direct sampling with ScaleCrafter re-dilation (and noise-damped CFG at 2048²).
+    ScaleCrafter,
+    /// The tuning-free self-cascade: pivot-guided noise re-schedule across stages (Algorithm 2).
+    SelfCascade,
+}
+
+impl Method {
+    /// Every method, in the paper's table order.
+    pub const ALL: [Method; 4] = [
+        Method::Direct,
+        Method::AttnSf,
+        Method::ScaleCrafter,
+        Method::SelfCascade,
+    ];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Direct => "direct",
+            Method::AttnSf => "attn-sf",
+            Method::ScaleCrafter => "scalecrafter",
+            Method::SelfCascade => "self-cascade",
+        }
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Method::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                Error::Input(format!(
+                    "unknown method `{s}`; expected one of: {}",
+                    Method::ALL.map(|m| m.name()).join(", ")
+                ))
+            })
+    }
+}
+
+/// Text conditioning, already encoded. With guidance, `negative` holds the unconditional rows.
+#[derive(Debug, Clone)]
+pub struct PromptEmbeds<B: Backend> {
+    /// `[1, 77, D]` for the prompt.
+    pub positive: Tensor<B, 3>,
+    /// `[1, 77, D]` for the negative prompt (used when guidance > 1).
+    pub negative: Tensor<B, 3>,
+    /// SDXL: pooled `[1, P]` of the prompt.
+    pub positive_pooled: Option<Tensor<B, 2>>,
+    /// SDXL: pooled `[1, P]` of the negative prompt.
+    pub negative_pooled: Option<Tensor<B, 2>>,
+    /// Whether the prompt had to be truncated to the tokenizer's length.
+    pub truncated: bool,
+}
+
+/// One generation request.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    /// Target width in pixels.
+    pub width: usize,
+    /// Target height in pixels.
+    pub height: usize,
+    /// Method.
+    pub method: Method,
+    /// Inference steps of the full schedule (50 in the paper).
+    pub steps: usize,
+    /// Classifier-free guidance scale w (≤ 1 skips the unconditional pass).
+    pub guidance: f64,
+    /// Re-noising strength of self-cascade stages r ≥ 1 (0.7 in the paper).
+    pub strength: f64,
+    /// Scheduler to build from the folder's config (default: the config's class; PNDM configs need one).
+    pub scheduler: Option<SchedulerKind>,
+    /// DDIM η; `None` = the method's published default (1.0 for ScaleCrafter with DDIM, else 0).
+    pub eta: Option<f64>,
+    /// Keep every stage's clean latent.
+    pub keep_stages: bool,
+}
+
+impl Default for GenerateRequest {
+    fn default() -> Self {
+        Self {
+            width: 1024,
+            height: 1024,
+            method: Method::SelfCascade,
+            steps: 50,
+            guidance: 7.5,
+            strength: 0.7,
+            scheduler: None,
+            eta: None,
+            keep_stages: false,
+        }
+    }
+}
+
+/// A loaded diffusers pipeline folder.
+pub struct StableDiffusion<B: Backend> {
+    /// The denoising UNet.
+    pub unet: UNet2DConditionModel<B>,
+    /// The VAE (absent when only latents are wanted).
+    pub vae: Option<AutoencoderKL<B>>,
+    /// First text encoder.
+    pub text_encoder: Option<CLIPTextModel<B>>,
+    /// SDXL's second text encoder.
+    pub text_encoder_2: Option<CLIPTextModelWithProjection<B>>,
+    /// First tokenizer.
+    pub tokenizer: Option<ClipTokenizer>,
+    /// SDXL's second tokenizer.
+    pub tokenizer_2: Option<ClipTokenizer>,
+    /// `scheduler/scheduler_config.json`.
+    pub scheduler_config: SchedulerConfig,
+    /// SDXL: zero negative embeddings for an empty negative prompt (`force_zeros_for_empty_prompt`).
+    pub force_zeros_for_empty_prompt: bool,
+    folder: PathBuf,
+    device: B::Device,
+}
+
+impl<B: Backend> std::fmt::Debug for StableDiffusion<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StableDiffusion")
+            .field("folder", &self.folder)
+            .finish()
+    }
+}
+
+/// The components a diffusers Stable Diffusion folder may hold.
+pub const COMPONENTS: [&str; 7] = [
+    "unet",
+    "vae",
+    "text_encoder",
+    "text_encoder_2",
+    "tokenizer",
+    "tokenizer_2",
+    "scheduler",
+];
+
+impl<B: Backend> StableDiffusion<B> {
+    /// Loads a diffusers pipeline folder (`model_index.json`, `unet/`, `vae/`, `text_encoder/`,
+    /// `tokenizer/`, `scheduler/`, and for SDXL `text_encoder_2/`, `tokenizer_2/`). Only `unet/` and
+    /// `scheduler/` are required; the others are loaded when present. `variant` selects e.g. `fp16`
+    /// weight files.
+    pub fn load(dir: &Path, variant: Option<&str>, device: &B::Device) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::Model(format!(
+                "model folder {} does not exist; expected a diffusers pipeline folder with {}",
+                dir.display(),
+                COMPONENTS.join("/, ") + "/"
+            )));
+        }
+        let need = |name: &str| -> Result<PathBuf> {
+            let p = dir.join(name);
+            if p.is_dir() {
+                Ok(p)
+            } else {
+                let present: Vec<String> = COMPONENTS
+                    .iter()
+                    .filter(|c| dir.join(c).is_dir())
+                    .map(|c| format!("{c}/"))
+                    .collect();
+                Err(Error::Model(format!(
+                    "{} has no `{name}/` folder (found: {}); a diffusers Stable Diffusion folder needs unet/ and scheduler/, \
+                     and vae/, text_encoder/, tokenizer/ to make images from prompts",
+                    dir.display(),
+                    if present.is_empty() { "nothing".to_string() } else { present.join(", ") }
+                )))
+            }
+        };
+        let unet = UNet2DConditionModel::load(&need("unet")?, variant, device)?;
+        let scheduler_config =
+            SchedulerConfig::from_file(need("scheduler")?.join("scheduler_config.json"))?;
+        let opt = |name: &str| Some(dir.join(name)).filter(|p| p.is_dir());
+        let vae = opt("vae")
+            .map(|p| AutoencoderKL::load(&p, variant, device))
+            .transpose()?;
+        let text_encoder = opt("text_encoder")
+            .map(|p| CLIPTextModel::load(&p, variant, device))
+            .transpose()?;
+        let text_encoder_2 = opt("text_encoder_2")
+            .map(|p| CLIPTextModelWithProjection::load(&p, variant, device))
+            .transpose()?;
+        let tokenizer = opt("tokenizer")
+            .map(|p| ClipTokenizer::from_dir(&p))
+            .transpose()?;
+        let tokenizer_2 = opt("tokenizer_2")
+            .map(|p| ClipTokenizer::from_dir(&p))
+            .transpose()?;
+        let force_zeros_for_empty_prompt = std::fs::read_to_string(dir.join("model_index.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| {
+                v.get("force_zeros_for_empty_prompt")
+                    .and_then(|b| b.as_bool())
+            })
+            .unwrap_or(text_encoder_2.is_some());
+        Ok(Self {
+            unet,
+            vae,
+            text_encoder,
+            text_encoder_2,
+            tokenizer,
+            tokenizer_2,
+            scheduler_config,
+            force_zeros_for_empty_prompt,
+            folder: dir.to_path_buf(),
+            device: device.clone(),
+        })
+    }
+
+    /// The folder the pipeline was loaded from.
+    pub fn folder(&self) -> &Path {
+        &self.folder
+    }
+
+    /// Pixels per latent cell (8 for SD's VAE; from the VAE when present, else 8).
+    pub fn vae_scale_factor(&self) -> usize {
+        self.vae.as_ref().map(|v| v.downsample_factor).unwrap_or(8)
+    }
+
+    /// Every side must be a multiple of this: VAE factor × the UNet's total down-sampling.
+    pub fn alignment(&self) -> usize {
+        self.vae_scale_factor() << self.unet.config().num_upsamplers()
+    }
+
+    /// The training size: UNet `sample_size` × VAE factor (512² for SD 2.1 base, 1024² for SDXL).
+    pub fn base_size(&self) -> Size {
+        let f = self.vae_scale_factor();
+        let (h, w) = match &self.unet.config().sample_size {
+            Some(serde_json::Value::Number(n)) => {
+                let n = n.as_u64().unwrap_or(64) as usize;
+                (n, n)
+            }
+            Some(serde_json::Value::Array(a)) if a.len() == 2 => {
+                let g = |i: usize| a[i].as_u64().unwrap_or(64) as usize;
+                (g(0), g(1))
+            }
+            _ => (64, 64),
+        };
+        Size::new(w * f, h * f)
+    }
+
+    /// Whether this is an SDXL pipeline (text_time conditioning).
+    pub fn is_sdxl(&self) -> bool {
+        self.unet.arch().text_time.is_some()
+    }
+
+    /// Tokenizes and encodes a prompt and a negative prompt (diffusers' `encode_prompt`).
+    pub fn encode_prompt(&self, prompt: &str, negative_prompt: &str) -> Result<PromptEmbeds<B>> {
+        let (tok, te) = match (&self.tokenizer, &self.text_encoder) {
+            (Some(t), Some(e)) => (t, e),
+            _ => {
+                return Err(Error::Model(format!(
+                    "{} needs tokenizer/ and text_encoder/ to encode prompts",
+                    self.folder.display()
+                )))
+            }
+        };
+        let mut truncated = false;
+        let mut ids = |t: &ClipTokenizer, text: &str| -> Result<Vec<u32>> {
+            let e = t.encode_with_info(text)?;
+            truncated |= e.truncated;
+            Ok(e.ids)
+        };
+        if !self.is_sdxl() {
+            let p = ids(tok, prompt)?;
+            let n = ids(tok, negative_prompt)?;
+            let out = te.forward(&[p, n])?;
+            let h = out.last_hidden_state;
+            let [_, m, d] = h.dims();
+            return Ok(PromptEmbeds {
+                positive: h.clone().narrow(0, 0, 1).reshape([1, m, d]),
+                negative: h.narrow(0, 1, 1).reshape([1, m, d]),
+                positive_pooled: None,
+                negative_pooled: None,
+                truncated,
+            });
+        }
+        let (tok2, te2) = match (&self.tokenizer_2, &self.text_encoder_2) {
+            (Some(t), Some(e)) => (t, e),
+            _ => {
+                return Err(Error::Model(format!(
+                    "{} is an SDXL model but has no tokenizer_2/ or text_encoder_2/",
+                    self.folder.display()
+                )))
+            }
+        };
+        let rows1 = [ids(tok, prompt)?, ids(tok, negative_prompt)?];
+        let rows2 = [ids(tok2, prompt)?, ids(tok2, negative_prompt)?];
+        let o1 = te.forward(&rows1)?;
+        let o2 = te2.forward(&rows2)?;
+        let embeds = Tensor::cat(
+            vec![o1.penultimate_hidden_state, o2.penultimate_hidden_state],
+            2,
+        );
+        let pooled = o2.pooled;
+        let mut negative = embeds.clone().narrow(0, 1, 1);
+        let mut negative_pooled = pooled.clone().narrow(0, 1, 1);
+        if self.force_zeros_for_empty_prompt && negative_prompt.is_empty() {
+            negative = negative.zeros_like();
+            negative_pooled = negative_pooled.zeros_like();
+        }
+        Ok(PromptEmbeds {
+            positive: embeds.narrow(0, 0, 1),
+            negative,
+            positive_pooled: Some(pooled.clone().narrow(0, 0, 1)),
+            negative_pooled: Some(negative_pooled),
+            truncated,
+        })
+    }
+}
+
+impl<B: Backend> StableDiffusion<B> {
+    /// The device the models live on.
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    /// The stage plan of `request` (one stage for every method but self-cascade).
+    pub fn plan(&self, request: &GenerateRequest) -> Result<ScalePlan> {
+        let target = Size::new(request.width, request.height);
+        let align = self.alignment();
+        match request.method {
+            Method::SelfCascade => Ok(ScalePlan::new(self.base_size(), target, align)?),
+            _ => {
+                // Same size checks as a plan, but sampled in one stage at the target.
+                ScalePlan::new(Size::new(align, align), target, align)?;
+                Ok(ScalePlan::single(target))
+            }
+        }
+    }
+
+    /// Generates latents for `request` from encoded text, reporting progress per step.
+    pub fn generate_latents(
+        &self,
+        embeds: &PromptEmbeds<B>,
+        request: &GenerateRequest,
+        noise: &mut dyn NoiseSource<B, 4>,
+        progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<CascadeOutput<B>> {
+        let plan = self.plan(request)?;
+        self.sample_plan(embeds, request, &plan, noise, progress)
+    }
+
+    /// Runs `request` over explicit stage sizes `plan` (its last stage is the target; the request's
+    /// width and height are not used).
+    pub fn sample_plan(
+        &self,
+        embeds: &PromptEmbeds<B>,
+        request: &GenerateRequest,
+        plan: &ScalePlan,
+        noise: &mut dyn NoiseSource<B, 4>,
+        progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<CascadeOutput<B>> {
+        let kind = match request.scheduler {
+            Some(k) => k,
+            None => self.scheduler_config.kind()?,
+        };
+        let eta = request.eta.unwrap_or(
+            if request.method == Method::ScaleCrafter && kind == SchedulerKind::Ddim {
+                1.0
+            } else {
+                0.0
+            },
+        );
+        let mut scheduler = scheduler::build::<B, 4>(&self.scheduler_config, Some(kind), eta)?;
+        let prediction = scheduler.prediction_type();
+        let base = self.base_size();
+        let target = plan.target();
+        let scalecrafter = match request.method {
+            Method::ScaleCrafter => Some(ScaleCrafter::sd21(target)?),
+            _ => None,
+        };
+        let attn_sf =
+            (request.method == Method::AttnSf).then(|| AttnSf::new(base.pixels(), target.pixels()));
+        let cfg = request.guidance > 1.0;
+        let inner = UNetDenoiser {
+            unet: &self.unet,
+            context: if cfg {
+                Tensor::cat(vec![embeds.negative.clone(), embeds.positive.clone()], 0)
+            } else {
+                embeds.positive.clone()
+            },
+            pooled: match (&embeds.negative_pooled, &embeds.positive_pooled) {
+                (Some(n), Some(p)) if cfg => Some(Tensor::cat(vec![n.clone(), p.clone()], 0)),
+                (_, Some(p)) => Some(p.clone()),
+                _ => None,
+            },
+            prediction,
+            attn_sf,
+            scalecrafter: scalecrafter.as_ref().map(|s| (s, Branch::Strong)),
+        };
+        if self.is_sdxl() && inner.pooled.is_none() {
+            return Err(Error::Input("SDXL needs pooled text embeddings".into()));
+        }
+        let mut sampler = SelfCascadeSampler {
+            scheduler: scheduler.as_mut(),
+            pivot_upsampler: &Interpolation::Bicubic,
+            config: SelfCascadeConfig {
+                steps: request.steps,
+                strength: request.strength,
+                latent_scale: self.vae_scale_factor(),
+                latent_channels: self.unet.config().in_channels,
+                batch: 1,
+                keep_stages: request.keep_stages,
+                check_finite: true,
+            },
+        };
+        let device = &self.device;
+        let out = match (&scalecrafter, cfg) {
+            (Some(sc), true) if sc.ndcfg.is_some() => {
+                let weak = UNetDenoiser {
+                    context: embeds.negative.clone(),
+                    pooled: embeds.negative_pooled.clone(),
+                    scalecrafter: Some((sc, Branch::Weak)),
+                    ..inner.clone()
+                };
+                let den = NoiseDampedGuidance {
+                    strong: ClassifierFreeGuidance::new(inner, request.guidance),
+                    weak,
+                    scale: sc,
+                };
+                sampler.sample(plan, &den, noise, device, progress)
+            }
+            (_, true) => sampler.sample(
+                plan,
+                &ClassifierFreeGuidance::new(inner, request.guidance),
+                noise,
+                device,
+                progress,
+            ),
+            (_, false) => sampler.sample(plan, &inner, noise, device, progress),
+        };
+        Ok(out?)
+    }
+
+    /// Decodes scaled latents (as the UNet sees them) to images, tiled when larger than a VAE tile.
+    pub fn decode(&self, latent: Tensor<B, 4>) -> Result<Vec<RgbImage>> {
+        let vae = self.vae.as_ref().ok_or_else(|| {
+            Error::Model(format!(
+                "{} has no vae/ folder: cannot decode latents to images",
+                self.folder.display()
+            ))
+        })?;
+        let image = vae.decode_auto(
+            latent.div_scalar(vae.scaling_factor()),
+            &vae.default_tiling(),
+        )?;
+        to_rgb8(image)
+    }
+}
+
+/// The UNet as a [`Denoiser`], with the text conditioning bound and the per-method hooks.
+#[derive(Clone)]
+struct UNetDenoiser<'a, B: Backend> {
+    unet: &'a UNet2DConditionModel<B>,
+    /// `[n, 77, D]`: n = 2 (uncond, cond) under guidance, 1 otherwise.
+    context: Tensor<B, 3>,
+    /// SDXL pooled text embeddings, same rows as `context`.
+    pooled: Option<Tensor<B, 2>>,
+    prediction: PredictionType,
+    attn_sf: Option<AttnSf>,
+    scalecrafter: Option<(&'a ScaleCrafter, Branch)>,
+}
+
+impl<B: Backend> Denoiser<B, 4> for UNetDenoiser<'_, B> {
+    fn prediction_type(&self) -> PredictionType {
+        self.prediction
+    }
+
+    fn predict(
+        &self,
+        latents: Tensor<B, 4>,
+        ctx: &StepContext<B, 4>,
+    ) -> selfcascade_core::Result<Tensor<B, 4>> {
+        let batch = latents.dims()[0];
+        let rows = self.context.dims()[0];
+        if rows == 0 || !batch.is_multiple_of(rows) {
+            return Err(selfcascade_core::Error::Model(format!(
+                "latent batch {batch} is not a multiple of the text batch {rows}"
+            )));
+        }
+        let per = batch / rows;
+        let repeat_rows = |x: Tensor<B, 3>| -> Tensor<B, 3> {
+            let [n, m, d] = x.dims();
+            x.unsqueeze_dim::<4>(1)
+                .repeat_dim(1, per)
+                .reshape([n * per, m, d])
+        };
+        let context = repeat_rows(self.context.clone());
+        let added = self.pooled.as_ref().map(|p| {
+            let [n, d] = p.dims();
+            let pooled = p
+                .clone()
+                .unsqueeze_dim::<3>(1)
+                .repeat_dim(1, per)
+                .reshape([n * per, d]);
+            // SDXL micro-conditioning: original size = target size = this stage's size, crop (0, 0).
+            let (w, h) = ctx.image_size;
+            let ids = [h as f32, w as f32, 0.0, 0.0, h as f32, w as f32];
+            let time_ids = Tensor::<B, 1>::from_floats(ids, &latents.device())
+                .unsqueeze::<2>()
+                .repeat_dim(0, batch);
+            (pooled, time_ids)
+        });
+        let attn = self
+            .attn_sf
+            .map(|rule| move |tokens: usize| rule.scale(tokens));
+        let dilation = self.scalecrafter.map(|(sc, branch)| {
+            let step = ctx.step;
+            move |path: &str| sc.dilation(branch, path, step)
+        });
+        let hooks = UNetHooks {
+            self_attention_scale: attn.as_ref().map(|f| f as &dyn Fn(usize) -> f64),
+            dilation: dilation.as_ref().map(|f| f as &dyn Fn(&str) -> Option<f64>),
+            pivot: None,
+        };
+        Ok(self
+            .unet
+            .forward(latents, &[ctx.timestep], context, added, &hooks)?)
+    }
+}
+
+/// ScaleCrafter's noise-damped guidance: ε = ε_weak(x, ∅) + w·(ε_strong(x, c) − ε_strong(x, ∅)) while
+/// active, plain guidance afterwards.
+struct NoiseDampedGuidance<'a, B: Backend> {
+    strong: ClassifierFreeGuidance<UNetDenoiser<'a, B>>,
+    weak: UNetDenoiser<'a, B>,
+    scale: &'a ScaleCrafter,
+}
+
+impl<B: Backend> Denoiser<B, 4> for NoiseDampedGuidance<'_, B> {
+    fn prediction_type(&self) -> PredictionType {
+        self.weak.prediction
+    }
+
+    fn predict(
+        &self,
+        latents: Tensor<B, 4>,
+        ctx: &StepContext<B, 4>,
+    ) -> selfcascade_core::Result<Tensor<B, 4>> {
+        if !self.scale.ndcfg_active(ctx.step) {
+            return self.strong.predict(latents, ctx);
+        }
+        let batch = latents.dims()[0];
+        let both = self
+            .strong
+            .inner
+            .predict(repeat_batch(latents.clone()), ctx)?;
+        let uncond = both.clone().narrow(0, 0, batch);
+        let cond = both.narrow(0, batch, batch);
+        let weak = self.weak.predict(latents, ctx)?;
+        Ok(noise_damped_cfg(weak, uncond, cond, self.strong.scale))
+    }
+}
