@@ -728,10 +728,13 @@ fn full_size_sd21_unet_matches_diffusers() {
         );
     };
     let dir = PathBuf::from(dir);
+    let start = std::time::Instant::now();
     let unet = UNet2DConditionModel::<B>::load(&dir.join("unet"), None, &Default::default())
         .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("loaded in {:.1?}", start.elapsed());
     let io = Io::open(&dir.join("io.safetensors"));
     let t: Vec<f64> = io.values("timestep").iter().map(|t| *t as f64).collect();
+    let start = std::time::Instant::now();
     let out = unet
         .forward(
             io.tensor("sample"),
@@ -741,5 +744,6 @@ fn full_size_sd21_unet_matches_diffusers() {
             &UNetHooks::default(),
         )
         .unwrap();
+    eprintln!("forward {:?} in {:.1?}", out.dims(), start.elapsed());
     assert_close("full SD 2.1", &out, &io.tensor("out"));
 }
