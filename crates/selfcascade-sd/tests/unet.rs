@@ -747,3 +747,45 @@ fn full_size_sd21_unet_matches_diffusers() {
     eprintln!("forward {:?} in {:.1?}", out.dims(), start.elapsed());
     assert_close("full SD 2.1", &out, &io.tensor("out"));
 }
+
+#[test]
+fn sdxl_shaped_unet_with_pivot_injection_at_odd_sizes_matches_reference() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet_hooks");
+    let unet =
+        UNet2DConditionModel::<B>::load(&dir.join("unet_xl"), None, &Default::default()).unwrap();
+    let io = Io::open(&dir.join("io.safetensors"));
+    assert_eq!(unet.injection_channels(), vec![16, 16, 24, 24]);
+    let t: Vec<f64> = io.values("xl_timestep").iter().map(|t| *t as f64).collect();
+    let run = |hooks: &UNetHooks<'_, B>| {
+        unet.forward(
+            io.tensor("xl_sample"),
+            &t,
+            io.tensor("xl_encoder_hidden_states"),
+            Some((io.tensor("xl_text_embeds"), io.tensor("xl_time_ids"))),
+            hooks,
+        )
+        .unwrap()
+    };
+    assert_close(
+        "SDXL-shaped 14×22",
+        &run(&UNetHooks::default()),
+        &io.tensor("xl_out_plain"),
+    );
+    let up = Trivial {
+        channels: unet.injection_channels(),
+        c: vec![0.5, -0.25, 0.75, 0.3],
+        temb_term: true,
+    };
+    let hooks = UNetHooks {
+        pivot: Some(PivotInjection {
+            latent: io.tensor("xl_pivot"),
+            upsampler: &up,
+        }),
+        ..Default::default()
+    };
+    assert_close(
+        "SDXL-shaped pivot",
+        &run(&hooks),
+        &io.tensor("xl_out_pivot"),
+    );
+}
