@@ -103,12 +103,21 @@ fn sdxl_matches_diffusers() {
 }
 
 #[test]
-fn random_init_builds_every_family() {
+fn random_init_builds_every_family_with_every_parameter_a_module_param() {
+    use burn::module::Module;
     for family in ["sd15", "sd21", "sdxl"] {
         let config =
             UNet2DConditionConfig::from_file(&fixture(family).join("unet/config.json")).unwrap();
         let weights = Weights::random(7);
-        UNet2DConditionModel::<B>::new(&weights.root(&Default::default()), &config).unwrap();
+        let unet =
+            UNet2DConditionModel::<B>::new(&weights.root(&Default::default()), &config).unwrap();
+        // diffusers' parameter count (io/meta.json): every weight is a burn `Param` the optimiser sees.
+        let meta: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(fixture(family).join("io/meta.json")).unwrap(),
+        )
+        .unwrap();
+        let expected = meta["parameter_counts"]["unet"].as_u64().unwrap() as usize;
+        assert_eq!(unet.num_params(), expected, "{family}");
     }
 }
 
