@@ -13,6 +13,8 @@ decoder meets odd sizes):
   out_dilated     ScaleCrafter re-dilation of the convolutions in DILATION (integer and fractional factors,
                   stride-2 downsamplers at even and odd sizes, an upsampler), output resized back to the size
                   of the undilated convolution
+  xl_out_plain    a small SDXL-shaped UNet (unet_xl/: 3 blocks, text_time) at 14x22, and
+  xl_out_pivot    with the pivot `xl_pivot` injected as below
   out_pivot       tuned self-cascade injection of the pivot `pivot` (half size) with the trivial upsampler
                   phi_n(h, temb, size) = C[n] * nearest(h, size) + 0.01 * mean(temb, dim 1)
 
@@ -45,6 +47,27 @@ CONFIG = dict(
     use_linear_projection=True,
     upcast_attention=True,
 )
+
+# SDXL-shaped: 3 blocks (the first without attention, the last without downsampler), several transformer
+# layers per block, text_time micro-conditioning.
+CONFIG_XL = dict(
+    sample_size=16,
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=[16, 16, 24],
+    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    layers_per_block=2,
+    attention_head_dim=[1, 2, 4],
+    transformer_layers_per_block=[1, 2, 3],
+    cross_attention_dim=40,
+    norm_num_groups=8,
+    use_linear_projection=True,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=8,
+    projection_class_embeddings_input_dim=6 * 8 + 16,
+)
+SAMPLE_XL = (1, 4, 14, 22)
 
 DILATION = {
     "down_blocks.1.resnets.0.conv1": 2.0,
@@ -114,11 +137,13 @@ def phi(n, h, temb, size):
     return C[n] * F.interpolate(h, size=size, mode="nearest") + 0.01 * temb.mean(dim=1)[:, None, None, None]
 
 
-def forward_with_pivot(unet, sample, t, ehs, pivot, phi=phi):
+def forward_with_pivot(unet, sample, t, ehs, pivot, phi=phi, added=None):
     """diffusers' forward for these blocks, with the pivot injected after down blocks 0..2 and the mid block."""
     n_up = len(unet.up_blocks) - 1
     forward_size = any(s % (2 ** n_up) for s in sample.shape[-2:])
     emb = unet.time_embedding(unet.get_time_embed(sample=sample, timestep=t))
+    if added is not None:
+        emb = emb + unet.get_aug_embed(emb=emb, encoder_hidden_states=ehs, added_cond_kwargs=added)
     x = unet.conv_in(sample)
     p = unet.conv_in(pivot)
     skips = (x,)
@@ -183,8 +208,29 @@ def main():
         del modules[name].forward
 
     assert torch.equal(unet(sample, t, ehs).sample, io["out_plain"])
+
+    xl = UNet2DConditionModel(**CONFIG_XL)
+    randomize(xl, 4444)
+    xl.save_pretrained(os.path.join(OUT, "unet_xl"))
+    xl = UNet2DConditionModel.from_pretrained(os.path.join(OUT, "unet_xl")).to(torch.float64).eval()
+    b, c, h, w = SAMPLE_XL
+    xs = torch.randn(SAMPLE_XL, generator=g, dtype=torch.float64)
+    xehs = torch.randn((b, 77, CONFIG_XL["cross_attention_dim"]), generator=g, dtype=torch.float64)
+    xpivot = torch.randn((b, c, h // 2, w // 2), generator=g, dtype=torch.float64)
+    added = dict(
+        text_embeds=torch.randn((b, 16), generator=g, dtype=torch.float64),
+        time_ids=torch.tensor([[112.0, 176.0, 0.0, 8.0, 112.0, 176.0]], dtype=torch.float64),
+    )
+    xt = torch.tensor(500.0, dtype=torch.float64)
+    io.update(xl_sample=xs, xl_timestep=xt[None], xl_encoder_hidden_states=xehs, xl_pivot=xpivot,
+              xl_text_embeds=added["text_embeds"], xl_time_ids=added["time_ids"])
+    io["xl_out_plain"] = xl(xs, xt, xehs, added_cond_kwargs=added).sample
+    no_injection = forward_with_pivot(xl, xs, xt, xehs, xpivot, phi=lambda n, h, temb, size: 0.0, added=added)
+    assert (no_injection - io["xl_out_plain"]).abs().max() < 1e-12
+    io["xl_out_pivot"] = forward_with_pivot(xl, xs, xt, xehs, xpivot, added=added)
     for k in ("out_attn_sf", "out_dilated", "out_pivot"):
         print(k, "differs from plain by", float((io[k] - io["out_plain"]).abs().max()))
+    print("xl_out_pivot differs from plain by", float((io["xl_out_pivot"] - io["xl_out_plain"]).abs().max()))
     save_file({k: v.float().contiguous() for k, v in io.items()}, os.path.join(OUT, "io.safetensors"))
     with open(os.path.join(OUT, "meta.json"), "w") as f:
         json.dump(dict(generator="tools/oracle/unet_hooks.py", torch=torch.__version__, dilation=DILATION,

@@ -103,12 +103,21 @@ fn sdxl_matches_diffusers() {
 }
 
 #[test]
-fn random_init_builds_every_family() {
+fn random_init_builds_every_family_with_every_parameter_a_module_param() {
+    use burn::module::Module;
     for family in ["sd15", "sd21", "sdxl"] {
         let config =
             UNet2DConditionConfig::from_file(&fixture(family).join("unet/config.json")).unwrap();
         let weights = Weights::random(7);
-        UNet2DConditionModel::<B>::new(&weights.root(&Default::default()), &config).unwrap();
+        let unet =
+            UNet2DConditionModel::<B>::new(&weights.root(&Default::default()), &config).unwrap();
+        // diffusers' parameter count (io/meta.json): every weight is a burn `Param` the optimiser sees.
+        let meta: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(fixture(family).join("io/meta.json")).unwrap(),
+        )
+        .unwrap();
+        let expected = meta["parameter_counts"]["unet"].as_u64().unwrap() as usize;
+        assert_eq!(unet.num_params(), expected, "{family}");
     }
 }
 
@@ -728,10 +737,13 @@ fn full_size_sd21_unet_matches_diffusers() {
         );
     };
     let dir = PathBuf::from(dir);
+    let start = std::time::Instant::now();
     let unet = UNet2DConditionModel::<B>::load(&dir.join("unet"), None, &Default::default())
         .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("loaded in {:.1?}", start.elapsed());
     let io = Io::open(&dir.join("io.safetensors"));
     let t: Vec<f64> = io.values("timestep").iter().map(|t| *t as f64).collect();
+    let start = std::time::Instant::now();
     let out = unet
         .forward(
             io.tensor("sample"),
@@ -741,5 +753,48 @@ fn full_size_sd21_unet_matches_diffusers() {
             &UNetHooks::default(),
         )
         .unwrap();
+    eprintln!("forward {:?} in {:.1?}", out.dims(), start.elapsed());
     assert_close("full SD 2.1", &out, &io.tensor("out"));
+}
+
+#[test]
+fn sdxl_shaped_unet_with_pivot_injection_at_odd_sizes_matches_reference() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet_hooks");
+    let unet =
+        UNet2DConditionModel::<B>::load(&dir.join("unet_xl"), None, &Default::default()).unwrap();
+    let io = Io::open(&dir.join("io.safetensors"));
+    assert_eq!(unet.injection_channels(), vec![16, 16, 24, 24]);
+    let t: Vec<f64> = io.values("xl_timestep").iter().map(|t| *t as f64).collect();
+    let run = |hooks: &UNetHooks<'_, B>| {
+        unet.forward(
+            io.tensor("xl_sample"),
+            &t,
+            io.tensor("xl_encoder_hidden_states"),
+            Some((io.tensor("xl_text_embeds"), io.tensor("xl_time_ids"))),
+            hooks,
+        )
+        .unwrap()
+    };
+    assert_close(
+        "SDXL-shaped 14×22",
+        &run(&UNetHooks::default()),
+        &io.tensor("xl_out_plain"),
+    );
+    let up = Trivial {
+        channels: unet.injection_channels(),
+        c: vec![0.5, -0.25, 0.75, 0.3],
+        temb_term: true,
+    };
+    let hooks = UNetHooks {
+        pivot: Some(PivotInjection {
+            latent: io.tensor("xl_pivot"),
+            upsampler: &up,
+        }),
+        ..Default::default()
+    };
+    assert_close(
+        "SDXL-shaped pivot",
+        &run(&hooks),
+        &io.tensor("xl_out_pivot"),
+    );
 }

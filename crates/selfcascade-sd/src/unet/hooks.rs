@@ -2,7 +2,7 @@
 //! PyTorch-exact resizes they need.
 
 use crate::error::{Error, Result};
-use crate::nn::Conv2d;
+use crate::nn::{kernels, Conv2d};
 use burn::tensor::{
     backend::Backend,
     module::interpolate,
@@ -92,11 +92,7 @@ pub fn resize_nearest<B: Backend>(x: Tensor<B, 4>, size: (usize, usize)) -> Tens
         return x;
     }
     if oh == 2 * h && ow == 2 * w {
-        return interpolate(
-            x,
-            [oh, ow],
-            InterpolateOptions::new(InterpolateMode::Nearest),
-        );
+        return kernels::upsample_nearest2x(x);
     }
     let device = x.device();
     let index = |input: usize, output: usize| -> Tensor<B, 1, Int> {
@@ -136,6 +132,9 @@ pub fn resize_bilinear<B: Backend>(x: Tensor<B, 4>, size: (usize, usize)) -> Ten
     )
 }
 
+/// The largest dilation factor [`redilated_conv`] accepts (ScaleCrafter uses at most 4).
+pub const MAX_DILATION: f64 = 64.0;
+
 /// A 3×3 convolution re-dilated by factor `f` (ScaleCrafter, He et al. 2024): integer `f` runs the
 /// convolution with dilation `f` and padding `f`; fractional `f` uses `d = ceil(f)`, resizes the input
 /// bilinearly by `d/f` (rounding the size half-to-even, as Python's `round`), convolves with dilation
@@ -148,9 +147,9 @@ pub fn redilated_conv<B: Backend>(
     f: f64,
     name: &str,
 ) -> Result<Tensor<B, 4>> {
-    if !(f.is_finite() && f > 0.0) {
+    if !(f.is_finite() && f > 0.0 && f <= MAX_DILATION) {
         return Err(Error::Input(format!(
-            "dilation hook returned {f} for `{name}`; it must be finite and positive"
+            "dilation hook returned {f} for `{name}`; it must be positive and at most {MAX_DILATION}"
         )));
     }
     if f == 1.0 {

@@ -28,6 +28,8 @@ pub use config::{
     BlockKind, BoolPerBlock, PerBlock, UNet2DConditionConfig, UNetArch, HARMLESS_FIELDS,
 };
 pub use embeddings::{timestep_embedding, TimestepEmbedding};
-pub use hooks::{redilated_conv, resize_bilinear, resize_nearest, PivotInjection, UNetHooks};
+pub use hooks::{
+    redilated_conv, resize_bilinear, resize_nearest, PivotInjection, UNetHooks, MAX_DILATION,
+};
 pub use model::UNet2DConditionModel;
 pub use resnet::{Downsample2D, ResnetBlock2D, Upsample2D};

@@ -177,13 +177,16 @@ impl<B: Backend> UNet2DConditionModel<B> {
 
     /// The time embedding `[B, time_embed_dim]` for `timesteps` (one per row, or one for all) and,
     /// for SDXL, the `(text_embeds, time_ids)` micro-conditioning.
-    pub fn time_embedding(
+    pub fn embed_time(
         &self,
         batch: usize,
         timesteps: &[f64],
         added: Option<(Tensor<B, 2>, Tensor<B, 2>)>,
         device: &B::Device,
     ) -> Result<Tensor<B, 2>> {
+        if batch == 0 {
+            return Err(Error::Input("empty batch".into()));
+        }
         let t: Vec<f32> = match timesteps.len() {
             1 => vec![timesteps[0] as f32; batch],
             l if l == batch => timesteps.iter().map(|t| *t as f32).collect(),
@@ -249,7 +252,8 @@ impl<B: Backend> UNet2DConditionModel<B> {
     /// Predicts for `sample` `[B, in_channels, h, w]` (any h, w ≥ 1) at `timesteps` (one value for the
     /// whole batch, or one per row) with text `encoder_hidden_states` `[B, M, cross_attention_dim]`,
     /// and for SDXL `added = Some((text_embeds [B, D], time_ids [B, 6]))`. Returns
-    /// `[B, out_channels, h, w]`. Malformed inputs are [`Error::Input`].
+    /// `[B, out_channels, h, w]`. `hooks` changes the pass (Attn-SF, re-dilation, pivot injection; see
+    /// [`UNetHooks`]); `&UNetHooks::default()` runs the plain UNet. Malformed inputs are [`Error::Input`].
     pub fn forward(
         &self,
         sample: Tensor<B, 4>,
@@ -277,7 +281,7 @@ impl<B: Backend> UNet2DConditionModel<B> {
         if let Some(pivot) = &hooks.pivot {
             self.check_pivot(pivot, [b, c, h, w])?;
         }
-        let emb = self.time_embedding(b, timesteps, added, &device)?;
+        let emb = self.embed_time(b, timesteps, added, &device)?;
         let temb_act = kernels::silu(emb.clone());
         let context = encoder_hidden_states;
         let center = |x: Tensor<B, 4>| {
