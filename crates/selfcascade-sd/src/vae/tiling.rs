@@ -50,7 +50,7 @@ impl Tiling {
         let bad = |why: String| {
             Err(Error::Input(format!(
                 "tiles of {s} image / {l} latent pixels with overlap {o}: {why}; use an image tile that is a multiple of {} (4 × the VAE's factor {factor})",
-                4 * factor
+                factor.saturating_mul(4)
             )))
         };
         if l == 0 || stride(l, o) == 0 || stride(s, o) == 0 {
@@ -61,7 +61,9 @@ impl Tiling {
         }
         let keep_s = s - blend_extent(s, o);
         let keep_l = l - blend_extent(l, o);
-        if stride(l, o) * factor != keep_s || stride(s, o) != keep_l * factor {
+        if stride(l, o).checked_mul(factor) != Some(keep_s)
+            || keep_l.checked_mul(factor) != Some(stride(s, o))
+        {
             return bad("the tile stride and the kept part of a tile differ, so the output would have the wrong size".into());
         }
         Ok(())
