@@ -110,19 +110,12 @@ pub fn grid_with_gap(
     }
     let cols = cols.min(images.len());
     let rows = images.len().div_ceil(cols);
-    let side = |cells: usize, cell: u32| -> Option<u32> {
-        let cells = u64::try_from(cells).ok()?;
-        let total = cells * cell as u64 + (cells + 1) * gap as u64;
-        u32::try_from(total).ok()
+    let side = |cells: usize, cell: u32| -> u32 {
+        let cells = cells as u64;
+        let total = cells.saturating_mul(cell as u64) + (cells + 1).saturating_mul(gap as u64);
+        u32::try_from(total).unwrap_or(u32::MAX)
     };
-    let too_large = ShapesError::TooLarge {
-        width: u32::MAX,
-        height: u32::MAX,
-        max: crate::MAX_SIDE,
-    };
-    let (Some(width), Some(height)) = (side(cols, cell_w), side(rows, cell_h)) else {
-        return Err(too_large);
-    };
+    let (width, height) = (side(cols, cell_w), side(rows, cell_h));
     check_size(width, height)?;
     let mut out = RgbImage::from_pixel(width, height, Rgb(fill));
     for (k, img) in images.iter().enumerate() {

@@ -200,6 +200,24 @@ pub struct Expected {
     pub size: Option<f32>,
 }
 
+impl Expected {
+    /// Expects one object of `shape` and `color`; background and size unchecked.
+    pub fn new(shape: Shape, color: ObjectColor) -> Self {
+        Self {
+            shape,
+            color,
+            background: None,
+            size: None,
+        }
+    }
+}
+
+impl From<(Shape, ObjectColor)> for Expected {
+    fn from((shape, color): (Shape, ObjectColor)) -> Self {
+        Self::new(shape, color)
+    }
+}
+
 impl From<&Scene> for Expected {
     fn from(scene: &Scene) -> Self {
         Self {
@@ -272,6 +290,9 @@ pub struct ObjectInfo {
     pub bbox: BBox,
     /// Centroid `(x, y)` in normalised canvas coordinates.
     pub centroid: (f32, f32),
+    /// Whether the component reaches the image border (the object may be cut off; its shape is then
+    /// unreliable).
+    pub touches_border: bool,
     /// Mean colour of the component's pixels.
     pub mean_rgb: [u8; 3],
     /// The features the shape was decided from.
@@ -718,6 +739,7 @@ fn analyse(
             ((cx + 0.5) / width as f64) as f32,
             ((cy + 0.5) / height as f64) as f32,
         ),
+        touches_border: x0 == 0 || y0 == 0 || x1 + 1 == w || y1 + 1 == height as usize,
         mean_rgb: rgb.map(|v| ((v as f64 / cnt) + 0.5).floor().min(255.0) as u8),
         features,
     }

@@ -40,6 +40,11 @@ macro_rules! vocab_enum {
                 match self { $($name::$variant => $word),+ }
             }
 
+            /// The caption words of all values, in index order (e.g. to build a label encoder).
+            pub fn names() -> Vec<&'static str> {
+                Self::ALL.iter().map(|v| v.name()).collect()
+            }
+
             /// Position in [`Self::ALL`].
             pub fn index(self) -> usize {
                 self as usize
@@ -236,6 +241,9 @@ mod tests {
                 assert!(vocab.contains(&w), "{w}");
             }
         }
+        assert_eq!(Shape::names(), ["circle", "square", "triangle"]);
+        assert_eq!(ObjectColor::names().len(), ObjectColor::COUNT);
+        assert_eq!(BackgroundColor::names(), ["blue", "gray", "teal"]);
         let mut dedup = vocab.clone();
         dedup.sort();
         dedup.dedup();

@@ -16,6 +16,10 @@ fn round_trip(res: u32) -> (Vec<Measurement>, f32) {
             let img = render(&scene, res, res).unwrap();
             let m = measure(&img, Some(&Expected::from(&scene)));
             assert_eq!(m.background_match, Some(true), "seed {seed} at {res}");
+            assert!(
+                m.objects.iter().all(|o| !o.touches_border),
+                "seed {seed} at {res}"
+            );
             max_err = max_err.max(m.size_error.unwrap_or(1.0));
             m
         })
@@ -183,6 +187,55 @@ fn small_objects_are_counted() {
     let m = measure(&img, None);
     assert_eq!(m.num_objects, 2);
     assert!(m.objects.iter().all(|o| o.shape == Some(Shape::Square)));
+}
+
+#[test]
+fn cut_off_objects_touch_the_border() {
+    let background = Background {
+        color: BackgroundColor::Blue,
+        gradient_angle: 2.0,
+        gradient_strength: 0.2,
+    };
+    let objects = [
+        SceneObject {
+            shape: Shape::Circle,
+            color: ObjectColor::Magenta,
+            center: (0.05, 0.5),
+            size: 0.3,
+            rotation: 0.0,
+        },
+        SceneObject {
+            shape: Shape::Triangle,
+            color: ObjectColor::Green,
+            center: (0.6, 0.5),
+            size: 0.35,
+            rotation: 0.4,
+        },
+    ];
+    let img = render_composite(&background, 1, &objects, 80, 80).unwrap();
+    let m = measure(
+        &img,
+        Some(&Expected::new(Shape::Triangle, ObjectColor::Green)),
+    );
+    assert_eq!(m.num_objects, 2);
+    assert!(!m.caption_match);
+    let cut = m
+        .objects
+        .iter()
+        .find(|o| o.color == ObjectColor::Magenta)
+        .unwrap();
+    assert!(cut.touches_border && cut.bbox.x0 == 0.0);
+    let whole = m
+        .objects
+        .iter()
+        .find(|o| o.color == ObjectColor::Green)
+        .unwrap();
+    assert!(!whole.touches_border);
+    assert_eq!(whole.shape, Some(Shape::Triangle));
+    // The expectation may also be given as a pair.
+    let only = render_composite(&background, 1, &objects[1..], 80, 80).unwrap();
+    let m = measure(&only, Some(&(Shape::Triangle, ObjectColor::Green).into()));
+    assert!(m.caption_match && m.size_error.is_none() && m.background_match.is_none());
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
