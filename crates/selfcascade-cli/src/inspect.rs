@@ -147,6 +147,13 @@ fn component_dir(model: &std::path::Path, name: &str) -> CliResult<PathBuf> {
 
 fn run_component(args: RunArgs) -> CliResult {
     let dev = Default::default();
+    let folder = match args.component {
+        Component::Unet => "unet",
+        Component::VaeEncode | Component::VaeDecode => "vae",
+        Component::TextEncoder => "text_encoder",
+        Component::TextEncoder2 => "text_encoder_2",
+    };
+    component_dir(&args.model, folder)?;
     let inputs = Inputs::open(&args.input)?;
     let variant = args.variant.as_deref();
     let e = |e: selfcascade_sd::Error| e.to_string();
