@@ -1,8 +1,8 @@
 //! `DDIMScheduler` (Song et al. 2021), as diffusers implements it.
 
 use super::{
-    alpha_at, diffuse, predict_x0_eps, require_noise, spaced_timesteps, NoiseSchedule,
-    PredictionType, Scheduler, SchedulerConfig, TimestepSpacing,
+    alpha_at, diffuse, integer_timesteps, predict_x0_eps, require_noise, NoiseSchedule,
+    PredictionType, Scheduler, SchedulerConfig,
 };
 use crate::error::{Error, Result};
 use burn::tensor::{backend::Backend, Tensor};
@@ -81,27 +81,7 @@ impl NoiseSchedule for DdimScheduler {
         &self.config
     }
     fn set_timesteps(&mut self, n: usize) -> Result<()> {
-        let spacing = self
-            .config
-            .timestep_spacing
-            .unwrap_or(TimestepSpacing::Leading);
-        let raw = spaced_timesteps(
-            spacing,
-            self.config.train_timesteps(),
-            n,
-            self.config.steps_offset.unwrap_or(0),
-        )?;
-        self.int_timesteps = raw.iter().map(|t| t.round_ties_even() as i64).collect();
-        if let Some(bad) = self
-            .int_timesteps
-            .iter()
-            .find(|t| **t < 0 || **t as usize >= self.alphas_cumprod.len())
-        {
-            return Err(Error::Scheduler(format!(
-                "timestep {bad} is outside 0..{}: lower steps_offset or the number of steps",
-                self.alphas_cumprod.len()
-            )));
-        }
+        self.int_timesteps = integer_timesteps(&self.config, n)?;
         self.timesteps = self.int_timesteps.iter().map(|t| *t as f64).collect();
         Ok(())
     }

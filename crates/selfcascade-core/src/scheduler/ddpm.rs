@@ -1,8 +1,8 @@
 //! `DDPMScheduler` (Ho et al. 2020), as diffusers implements it.
 
 use super::{
-    alpha_at, diffuse, predict_x0_eps, require_noise, spaced_timesteps, NoiseSchedule, Scheduler,
-    SchedulerConfig, TimestepSpacing, VarianceType,
+    alpha_at, diffuse, integer_timesteps, predict_x0_eps, require_noise, NoiseSchedule, Scheduler,
+    SchedulerConfig, VarianceType,
 };
 use crate::error::{Error, Result};
 use burn::tensor::{backend::Backend, Tensor};
@@ -66,28 +66,8 @@ impl NoiseSchedule for DdpmScheduler {
         &self.config
     }
     fn set_timesteps(&mut self, n: usize) -> Result<()> {
-        let spacing = self
-            .config
-            .timestep_spacing
-            .unwrap_or(TimestepSpacing::Leading);
-        let raw = spaced_timesteps(
-            spacing,
-            self.config.train_timesteps(),
-            n,
-            self.config.steps_offset.unwrap_or(0),
-        )?;
-        let ints: Vec<i64> = raw.iter().map(|t| t.round_ties_even() as i64).collect();
-        if let Some(bad) = ints
-            .iter()
-            .find(|t| **t < 0 || **t as usize >= self.alphas_cumprod.len())
-        {
-            return Err(Error::Scheduler(format!(
-                "timestep {bad} is outside 0..{}",
-                self.alphas_cumprod.len()
-            )));
-        }
-        self.timesteps = ints.iter().map(|t| *t as f64).collect();
-        self.int_timesteps = ints;
+        self.int_timesteps = integer_timesteps(&self.config, n)?;
+        self.timesteps = self.int_timesteps.iter().map(|t| *t as f64).collect();
         Ok(())
     }
     fn timesteps(&self) -> &[f64] {

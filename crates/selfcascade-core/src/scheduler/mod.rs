@@ -165,6 +165,21 @@ pub(crate) fn spaced_timesteps(
     })
 }
 
+/// The integer timesteps of DDIM and DDPM (leading spacing by default): the spaced values rounded half
+/// to even as numpy does, each checked to lie inside the training schedule.
+pub(crate) fn integer_timesteps(config: &SchedulerConfig, n: usize) -> Result<Vec<i64>> {
+    let t = config.train_timesteps();
+    let spacing = config.timestep_spacing.unwrap_or(TimestepSpacing::Leading);
+    let raw = spaced_timesteps(spacing, t, n, config.steps_offset.unwrap_or(0))?;
+    let ints: Vec<i64> = raw.iter().map(|v| v.round_ties_even() as i64).collect();
+    if let Some(bad) = ints.iter().find(|v| **v < 0 || **v as usize >= t) {
+        return Err(Error::Scheduler(format!(
+            "timestep {bad} is outside 0..{t}: lower steps_offset or the number of steps"
+        )));
+    }
+    Ok(ints)
+}
+
 /// `np.linspace(start, stop, num)` (float64; the last value is exactly `stop`).
 pub(crate) fn linspace_f64(start: f64, stop: f64, num: usize) -> Vec<f64> {
     if num == 1 {
