@@ -39,7 +39,14 @@ fn parse() -> Result<(ShapesModelConfig, TrainConfig, RunOptions), String> {
         }
     }
     let out_dir = out.ok_or("--out DIR is required")?;
-    Ok((model, cfg, RunOptions { out_dir, checkpoint_every: every }))
+    Ok((
+        model,
+        cfg,
+        RunOptions {
+            out_dir,
+            checkpoint_every: every,
+        },
+    ))
 }
 
 fn main() -> ExitCode {
@@ -67,7 +74,10 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(_) => {
-            eprintln!("done: {}", options.out_dir.join("model.safetensors").display());
+            eprintln!(
+                "done: {}",
+                options.out_dir.join("model.safetensors").display()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -31,24 +31,41 @@ pub struct NamedTensor {
 
 struct Collector {
     path: Vec<String>,
+    containers: Vec<String>,
     out: Vec<NamedTensor>,
 }
 
+/// burn's container name of `selfcascade_sd::nn::Linear`, whose weight is `[in, out]` in memory and
+/// `[out, in]` (PyTorch's layout) on disk.
+const LINEAR: &str = "Struct:Linear";
+
 impl<B: Backend> ModuleVisitor<B> for Collector {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
         self.path.push(name.to_string());
+        self.containers.push(container_type.to_string());
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
         self.path.pop();
+        self.containers.pop();
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let t = param.val();
+        let mut t = param.val();
+        let linear_weight = D == 2
+            && self.containers.last().map(String::as_str) == Some(LINEAR)
+            && self.path.last().map(String::as_str) == Some("weight");
+        if linear_weight {
+            t = t.swap_dims(0, 1);
+        }
         let shape = t.dims().to_vec();
         // Tensors of this crate's models are float32; a conversion failure leaves the entry empty,
         // which the shape check of `save_checkpoint` reports.
-        let data = t.into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default();
+        let data = t
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .unwrap_or_default();
         self.out.push(NamedTensor {
             name: self.path.join("."),
             shape,
@@ -57,10 +74,12 @@ impl<B: Backend> ModuleVisitor<B> for Collector {
     }
 }
 
-/// Every float parameter of `module` with its dotted field path, in visiting order.
+/// Every float parameter of `module` with its dotted field path, in visiting order, in the on-disk
+/// (PyTorch / diffusers) layout: weights of `selfcascade_sd::nn::Linear` are transposed to `[out, in]`.
 pub fn named_parameters<B: Backend, M: Module<B>>(module: &M) -> Vec<NamedTensor> {
     let mut c = Collector {
         path: Vec::new(),
+        containers: Vec::new(),
         out: Vec::new(),
     };
     module.visit(&mut c);

@@ -26,7 +26,8 @@ impl<B: Backend> ModuleMapper<B> for Blend<B> {
         let value = match self.current.next() {
             Some(cur) => {
                 let cur = cur.reshape(ema.shape());
-                ema.mul_scalar(self.decay).add(cur.mul_scalar(1.0 - self.decay))
+                ema.mul_scalar(self.decay)
+                    .add(cur.mul_scalar(1.0 - self.decay))
             }
             // Unreachable for two models of the same architecture (same visiting order).
             None => ema,

@@ -31,7 +31,10 @@ pub mod model;
 pub mod schedule;
 pub mod train;
 
-pub use checkpoint::{load_checkpoint, named_parameters, read_checkpoint_info, save_checkpoint, CheckpointInfo, NamedTensor};
+pub use checkpoint::{
+    load_checkpoint, named_parameters, read_checkpoint_info, save_checkpoint, CheckpointInfo,
+    NamedTensor,
+};
 pub use config::ShapesModelConfig;
 pub use data::{render_batch, ImageBatch};
 pub use denoiser::ShapesDenoiser;
@@ -39,4 +42,7 @@ pub use ema::Ema;
 pub use error::{Error, Result};
 pub use model::{LabelEmbedding, ShapesModel};
 pub use schedule::NoiseSchedule;
-pub use train::{epsilon_loss, noise_batch, pytorch_adamw, train, NoisedBatch, RunOptions, StepRecord, TrainConfig, Trainer};
+pub use train::{
+    epsilon_loss, noise_batch, pytorch_adamw, train, NoisedBatch, RunOptions, StepRecord,
+    TrainConfig, Trainer,
+};

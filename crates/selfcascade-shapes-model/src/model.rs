@@ -48,7 +48,11 @@ impl<B: Backend> LabelEmbedding<B> {
         let c = s + ObjectColor::COUNT;
         let b = c + BackgroundColor::COUNT;
         match label {
-            Some(l) => [l.shape.index(), s + l.color.index(), c + l.background.index()],
+            Some(l) => [
+                l.shape.index(),
+                s + l.color.index(),
+                c + l.background.index(),
+            ],
             None => [b, b + 1, b + 2],
         }
     }
@@ -87,7 +91,8 @@ impl<B: Backend> ShapesModel<B> {
     /// Builds the model of `config` with parameters from `vb` (loaded, or seeded random).
     pub fn new(vb: &Vb<B>, config: &ShapesModelConfig) -> Result<Self> {
         let unet = UNet2DConditionModel::new(&vb.pp("unet"), &config.unet_config()?)?;
-        let label_embedding = LabelEmbedding::new(&vb.pp("label_embedding"), config.cross_attention_dim)?;
+        let label_embedding =
+            LabelEmbedding::new(&vb.pp("label_embedding"), config.cross_attention_dim)?;
         Ok(Self {
             unet,
             label_embedding,

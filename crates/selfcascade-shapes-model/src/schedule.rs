@@ -21,7 +21,12 @@ pub struct NoiseSchedule {
 impl NoiseSchedule {
     /// Stable Diffusion's schedule: scaled_linear betas from 0.00085 to 0.012, T = 1000.
     pub fn scaled_linear() -> Result<Self> {
-        let b = betas(BetaSchedule::ScaledLinear, BETA_START, BETA_END, TRAIN_TIMESTEPS)?;
+        let b = betas(
+            BetaSchedule::ScaledLinear,
+            BETA_START,
+            BETA_END,
+            TRAIN_TIMESTEPS,
+        )?;
         Ok(Self {
             alphas_cumprod: alphas_cumprod(&b),
         })

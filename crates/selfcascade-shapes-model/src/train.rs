@@ -65,10 +65,16 @@ impl TrainConfig {
             return bad("batch_size must be positive".into());
         }
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return bad(format!("learning_rate = {} must be positive", self.learning_rate));
+            return bad(format!(
+                "learning_rate = {} must be positive",
+                self.learning_rate
+            ));
         }
         if !(0.0..=1.0).contains(&self.label_dropout) {
-            return bad(format!("label_dropout = {} must lie in [0, 1]", self.label_dropout));
+            return bad(format!(
+                "label_dropout = {} must lie in [0, 1]",
+                self.label_dropout
+            ));
         }
         if !(0.0..=1.0).contains(&self.ema_decay) {
             return bad(format!("ema_decay = {} must lie in [0, 1]", self.ema_decay));
@@ -123,7 +129,9 @@ pub fn noise_batch<B: Backend>(
 ) -> NoisedBatch<B> {
     let b = batch.len();
     let s = batch.size;
-    let timesteps: Vec<usize> = (0..b).map(|_| rng.random_range(0..schedule.len())).collect();
+    let timesteps: Vec<usize> = (0..b)
+        .map(|_| rng.random_range(0..schedule.len()))
+        .collect();
     let labels: Vec<Option<SceneLabel>> = batch
         .labels
         .iter()
@@ -144,7 +152,10 @@ pub fn noise_batch<B: Backend>(
 }
 
 /// ε-prediction MSE of `model` on `batch`.
-pub fn epsilon_loss<B: Backend>(model: &ShapesModel<B>, batch: &NoisedBatch<B>) -> Result<Tensor<B, 1>> {
+pub fn epsilon_loss<B: Backend>(
+    model: &ShapesModel<B>,
+    batch: &NoisedBatch<B>,
+) -> Result<Tensor<B, 1>> {
     let t: Vec<f64> = batch.timesteps.iter().map(|t| *t as f64).collect();
     let pred = model.forward(batch.noisy.clone(), &t, &batch.labels)?;
     Ok(pred.sub(batch.noise.clone()).square().mean())
@@ -178,14 +189,23 @@ pub struct Trainer<B: AutodiffBackend> {
 
 impl<B: AutodiffBackend> Trainer<B> {
     /// A fresh run: weights initialised from `config.seed`.
-    pub fn new(model_config: &ShapesModelConfig, config: TrainConfig, device: &B::Device) -> Result<Self> {
+    pub fn new(
+        model_config: &ShapesModelConfig,
+        config: TrainConfig,
+        device: &B::Device,
+    ) -> Result<Self> {
         config.validate()?;
-        let model = ShapesModel::<B>::random(model_config, derive_seed(config.seed, u64::MAX, 0), device)?;
+        let model =
+            ShapesModel::<B>::random(model_config, derive_seed(config.seed, u64::MAX, 0), device)?;
         Self::from_model(model, config, device)
     }
 
     /// Continues training `model` (optimizer state starts fresh, EMA starts at `model`).
-    pub fn from_model(model: ShapesModel<B>, config: TrainConfig, device: &B::Device) -> Result<Self> {
+    pub fn from_model(
+        model: ShapesModel<B>,
+        config: TrainConfig,
+        device: &B::Device,
+    ) -> Result<Self> {
         config.validate()?;
         let ema = Ema::new(model.valid(), config.ema_decay);
         Ok(Self {
@@ -225,11 +245,21 @@ impl<B: AutodiffBackend> Trainer<B> {
     }
 
     /// The noised batch of step `step` (rendering, timesteps, noise and dropout), as training uses it.
-    pub fn batch_for_step<BB: Backend>(&self, step: u64, device: &BB::Device) -> Result<NoisedBatch<BB>> {
+    pub fn batch_for_step<BB: Backend>(
+        &self,
+        step: u64,
+        device: &BB::Device,
+    ) -> Result<NoisedBatch<BB>> {
         let size = self.model.config().image_size as u32;
         let images = render_batch(self.config.seed, step, self.config.batch_size, size)?;
         let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(self.config.seed, step, u64::MAX));
-        Ok(noise_batch(&images, &self.schedule, self.config.label_dropout, &mut rng, device))
+        Ok(noise_batch(
+            &images,
+            &self.schedule,
+            self.config.label_dropout,
+            &mut rng,
+            device,
+        ))
     }
 
     /// Takes one optimizer step and returns its record.
@@ -303,8 +333,12 @@ pub fn train<B: AutodiffBackend>(
     };
     while trainer.step_count() < trainer.config().steps {
         let rec = trainer.step()?;
-        writeln!(log, "{},{},{},{:.4}", rec.step, rec.loss, rec.lr, rec.seconds)
-            .map_err(|e| Error::io(&log_path, e))?;
+        writeln!(
+            log,
+            "{},{},{},{:.4}",
+            rec.step, rec.loss, rec.lr, rec.seconds
+        )
+        .map_err(|e| Error::io(&log_path, e))?;
         on_step(&rec);
         if options.checkpoint_every > 0 && rec.step % options.checkpoint_every == 0 {
             log.flush().map_err(|e| Error::io(&log_path, e))?;

@@ -2,7 +2,9 @@
 
 use burn::backend::Flex;
 use selfcascade_core::scheduler::{self, SchedulerKind};
-use selfcascade_core::{Interpolation, ScalePlan, SeededNoise, SelfCascadeConfig, SelfCascadeSampler, Size};
+use selfcascade_core::{
+    Interpolation, ScalePlan, SeededNoise, SelfCascadeConfig, SelfCascadeSampler, Size,
+};
 use selfcascade_shapes::SceneLabel;
 use selfcascade_shapes_model::{NoiseSchedule, ShapesDenoiser, ShapesModel, ShapesModelConfig};
 use std::ops::ControlFlow;
@@ -18,7 +20,8 @@ fn self_cascade_runs_a_32_to_64_plan_with_guidance() {
     let labels: Vec<SceneLabel> = SceneLabel::all().take(2).collect();
     let denoiser = ShapesDenoiser::guided(&model, &labels, 3.0);
     let sched_cfg = NoiseSchedule::scaled_linear().unwrap().scheduler_config();
-    let mut sched = scheduler::build::<Flex, 4>(&sched_cfg, Some(SchedulerKind::Ddim), 0.0).unwrap();
+    let mut sched =
+        scheduler::build::<Flex, 4>(&sched_cfg, Some(SchedulerKind::Ddim), 0.0).unwrap();
     let mut sampler = SelfCascadeSampler {
         scheduler: sched.as_mut(),
         pivot_upsampler: &Interpolation::Bicubic,
@@ -36,10 +39,16 @@ fn self_cascade_runs_a_32_to_64_plan_with_guidance() {
     assert_eq!(plan.len(), 2);
     let mut calls = 0;
     let out = sampler
-        .sample(&plan, &denoiser, &mut SeededNoise::new(1), &device, &mut |_| {
-            calls += 1;
-            ControlFlow::Continue(())
-        })
+        .sample(
+            &plan,
+            &denoiser,
+            &mut SeededNoise::new(1),
+            &device,
+            &mut |_| {
+                calls += 1;
+                ControlFlow::Continue(())
+            },
+        )
         .unwrap();
     assert_eq!(out.latent.dims(), [2, 3, 64, 64]);
     assert_eq!(out.stages[0].dims(), [2, 3, 32, 32]);
