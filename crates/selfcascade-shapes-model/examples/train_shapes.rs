@@ -61,7 +61,7 @@ fn main() -> ExitCode {
     let device = Default::default();
     let start = std::time::Instant::now();
     let result = train::<Autodiff<Flex>>(&model, cfg, &options, &device, |r| {
-        if r.step == 1 || r.step % 10 == 0 || r.step == steps {
+        if r.step == 1 || r.step.is_multiple_of(10) || r.step == steps {
             eprintln!(
                 "step {:>5}/{steps}  loss {:.4}  lr {:.2e}  {:.3} s/step  elapsed {:.0} s",
                 r.step,

@@ -79,7 +79,7 @@ impl ShapesModelConfig {
             ));
         }
         let f = self.downsampling_factor();
-        if self.image_size == 0 || self.image_size % f != 0 {
+        if self.image_size == 0 || !self.image_size.is_multiple_of(f) {
             return Err(Error::Config(format!(
                 "image_size = {} must be a positive multiple of the down-sampling factor {f}",
                 self.image_size

@@ -340,7 +340,7 @@ pub fn train<B: AutodiffBackend>(
         )
         .map_err(|e| Error::io(&log_path, e))?;
         on_step(&rec);
-        if options.checkpoint_every > 0 && rec.step % options.checkpoint_every == 0 {
+        if options.checkpoint_every > 0 && rec.step.is_multiple_of(options.checkpoint_every) {
             log.flush().map_err(|e| Error::io(&log_path, e))?;
             save(&trainer)?;
         }
