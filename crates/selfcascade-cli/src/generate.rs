@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 /// Arguments of `selfcascade generate`.
 #[derive(Args, Debug, Clone)]
 pub struct GenerateArgs {
-    /// A diffusers Stable Diffusion folder (e.g. a local copy of stabilityai/stable-diffusion-2-1-base).
+    /// A diffusers Stable Diffusion folder, or a Hugging Face repo id (e.g.
+    /// stabilityai/stable-diffusion-2-1-base) already in the local Hugging Face cache ($HF_HOME/hub).
     #[arg(long)]
     model: Option<PathBuf>,
     /// What to draw.
@@ -96,12 +97,48 @@ pub fn run(args: GenerateArgs) -> CliResult {
             .into());
     }
     check_writable(&args.out)?;
+    let mut args = args;
+    args.model = args.model.as_deref().map(resolve_model).transpose()?;
     let job = Job {
         args: args.clone(),
         method,
         scheduler,
     };
     dispatch(args.device, args.dtype, job)
+}
+
+/// A folder as given, or a Hub repo id (`org/name`) resolved to its snapshot in the local Hugging Face
+/// cache (offline; nothing is downloaded).
+fn resolve_model(model: &Path) -> CliResult<PathBuf> {
+    if model.is_dir() {
+        return Ok(model.to_path_buf());
+    }
+    let text = model.to_string_lossy();
+    let looks_like_repo =
+        text.split('/').count() == 2 && !text.starts_with('.') && !text.starts_with('/');
+    if !looks_like_repo {
+        return Ok(model.to_path_buf()); // the pipeline loader names what is missing
+    }
+    let cache = if std::env::var_os("HF_HOME").is_some() {
+        hf_hub::Cache::from_env()
+    } else if let Some(home) = std::env::var_os("HOME") {
+        hf_hub::Cache::new(PathBuf::from(home).join(".cache/huggingface/hub"))
+    } else {
+        return Err(format!(
+            "{text} is not a folder, and no Hugging Face cache is configured (set HF_HOME)"
+        ));
+    };
+    match cache.model(text.to_string()).get("model_index.json") {
+        Some(index) => index
+            .parent()
+            .map(Path::to_path_buf)
+            .ok_or_else(|| format!("cannot resolve the snapshot folder of {text}")),
+        None => Err(format!(
+            "{text} is neither a folder nor a model in the Hugging Face cache at {}; download it first \
+             (e.g. `huggingface-cli download {text}`) or pass a local diffusers folder",
+            cache.path().display()
+        )),
+    }
 }
 
 fn check_writable(path: &Path) -> CliResult {

@@ -468,3 +468,51 @@ fn inspect_tokenize_prints_77_ids_per_line() {
     assert_eq!(&rows[0][..8], &[49406, 320, 1125, 539, 320, 2368, 0, 49407]);
     assert_eq!(rows[0][8], 0);
 }
+
+#[test]
+fn a_hub_repo_id_resolves_through_the_local_cache() {
+    let model = sd15_with_tokenizer("hub");
+    let home = model.parent().unwrap().join("hf-home");
+    let repo = home.join("hub/models--tiny-org--tiny-sd15");
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
+    copy_dir(&model, &repo.join("snapshots/0123abcd"));
+    let out = model.parent().unwrap().join("hub.png");
+    let run = |id: &str| {
+        Command::new(env!("CARGO_BIN_EXE_selfcascade"))
+            .env("HF_HOME", &home)
+            .args([
+                "generate",
+                "--model",
+                id,
+                "--prompt",
+                "x",
+                "--width",
+                "64",
+                "--height",
+                "64",
+                "--steps",
+                "2",
+                "--scheduler",
+                "ddim",
+                "--quiet",
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+    };
+    let ok = run("tiny-org/tiny-sd15");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(out.is_file());
+    let missing = run("tiny-org/absent");
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        !missing.status.success() && err.contains("Hugging Face cache"),
+        "{err}"
+    );
+}
