@@ -1,7 +1,7 @@
 //! `CLIPTextConfig`: the `config.json` of a `text_encoder/` (or `text_encoder_2/`) folder, as
 //! transformers writes it, with validation of everything the implementation cannot honour.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -181,25 +181,12 @@ impl Default for CLIPTextConfig {
 impl CLIPTextConfig {
     /// Reads and validates `path` (a `config.json`).
     pub fn from_file(path: &Path) -> Result<Self> {
-        let cfg: Self = crate::load::read_config(path)?;
-        cfg.validate().map_err(|message| Error::Config {
-            path: path.display().to_string(),
-            message,
-        })?;
-        Ok(cfg)
+        crate::load::read_checked_config(path, Self::validate)
     }
 
     /// Parses and validates JSON text (`origin` names it in errors).
     pub fn from_json(text: &str, origin: &str) -> Result<Self> {
-        let cfg: Self = serde_json::from_str(text).map_err(|e| Error::Config {
-            path: origin.to_string(),
-            message: format!("invalid config: {e}"),
-        })?;
-        cfg.validate().map_err(|message| Error::Config {
-            path: origin.to_string(),
-            message,
-        })?;
-        Ok(cfg)
+        crate::load::parse_checked_config(text, origin, Self::validate)
     }
 
     /// Checks everything the implementation relies on; the message says what is wrong.

@@ -29,3 +29,34 @@ pub fn read_config<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
         message: format!("invalid config: {e}"),
     })
 }
+
+/// Reads a component's `config.json` into `T` and checks it with `validate` (whose message names what is
+/// wrong); both failures are [`Error::Config`] naming the file.
+pub fn read_checked_config<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    validate: impl FnOnce(&T) -> std::result::Result<(), String>,
+) -> Result<T> {
+    let cfg: T = read_config(path)?;
+    validate(&cfg).map_err(|message| Error::Config {
+        path: path.display().to_string(),
+        message,
+    })?;
+    Ok(cfg)
+}
+
+/// Parses config JSON `text` into `T` and checks it with `validate`; `origin` names the text in errors.
+pub fn parse_checked_config<T: serde::de::DeserializeOwned>(
+    text: &str,
+    origin: &str,
+    validate: impl FnOnce(&T) -> std::result::Result<(), String>,
+) -> Result<T> {
+    let cfg: T = serde_json::from_str(text).map_err(|e| Error::Config {
+        path: origin.to_string(),
+        message: format!("invalid config: {e}"),
+    })?;
+    validate(&cfg).map_err(|message| Error::Config {
+        path: origin.to_string(),
+        message,
+    })?;
+    Ok(cfg)
+}

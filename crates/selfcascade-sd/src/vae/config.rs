@@ -132,25 +132,12 @@ impl Default for AutoencoderKLConfig {
 impl AutoencoderKLConfig {
     /// Reads and validates `path` (a `config.json`).
     pub fn from_file(path: &Path) -> Result<Self> {
-        let cfg: Self = crate::load::read_config(path)?;
-        cfg.validate().map_err(|message| Error::Config {
-            path: path.display().to_string(),
-            message,
-        })?;
-        Ok(cfg)
+        crate::load::read_checked_config(path, Self::validate)
     }
 
     /// Parses and validates JSON text (`origin` names it in errors).
     pub fn from_json(text: &str, origin: &str) -> Result<Self> {
-        let cfg: Self = serde_json::from_str(text).map_err(|e| Error::Config {
-            path: origin.to_string(),
-            message: format!("invalid config: {e}"),
-        })?;
-        cfg.validate().map_err(|message| Error::Config {
-            path: origin.to_string(),
-            message,
-        })?;
-        Ok(cfg)
+        crate::load::parse_checked_config(text, origin, Self::validate)
     }
 
     /// Checks everything the implementation relies on; the message says what is wrong.
