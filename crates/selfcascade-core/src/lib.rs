@@ -49,7 +49,7 @@ pub use denoiser::{Denoiser, GaussianDenoiser, StepContext};
 pub use error::{Error, Result};
 pub use feature::FeatureUpsampler;
 pub use guidance::ClassifierFreeGuidance;
-pub use noise::{InjectedNoise, NoiseSource, SeededNoise};
+pub use noise::{InjectedNoise, NoiseSource, PerRowNoise, SeededNoise};
 pub use pivot::{Interpolation, PivotUpsampler};
 pub use plan::{ScalePlan, Size};
 pub use sampler::{CascadeOutput, Progress, SelfCascadeConfig, SelfCascadeSampler};

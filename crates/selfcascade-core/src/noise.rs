@@ -99,6 +99,68 @@ impl<B: Backend, const D: usize> NoiseSource<B, D> for SeededNoise {
     }
 }
 
+/// One [`SeededNoise`] per batch row: row i of every noise tensor is what `SeededNoise::new(seeds[i])`
+/// gives for a batch of one, so a sample does not depend on which other samples share its batch
+/// (evaluations compare methods on the same seeds, batched however is fastest).
+#[derive(Debug, Clone)]
+pub struct PerRowNoise {
+    rows: Vec<SeededNoise>,
+}
+
+impl PerRowNoise {
+    /// A source whose row i is seeded by `seeds[i]`.
+    pub fn new(seeds: &[u64]) -> Self {
+        Self {
+            rows: seeds.iter().map(|s| SeededNoise::new(*s)).collect(),
+        }
+    }
+
+    fn rows_for<const D: usize>(&self, shape: [usize; D]) -> Result<[usize; D]> {
+        if D == 0 || shape[0] != self.rows.len() {
+            return Err(Error::Noise(format!(
+                "noise of shape {shape:?} asked from a source of {} seeded rows",
+                self.rows.len()
+            )));
+        }
+        let mut row = shape;
+        row[0] = 1;
+        Ok(row)
+    }
+}
+
+impl<B: Backend, const D: usize> NoiseSource<B, D> for PerRowNoise {
+    fn stage_noise(
+        &mut self,
+        stage: usize,
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>> {
+        let row = self.rows_for(shape)?;
+        let parts = self
+            .rows
+            .iter_mut()
+            .map(|r| NoiseSource::<B, D>::stage_noise(r, stage, row, device))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(parts, 0))
+    }
+
+    fn step_noise(
+        &mut self,
+        stage: usize,
+        step: usize,
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>> {
+        let row = self.rows_for(shape)?;
+        let parts = self
+            .rows
+            .iter_mut()
+            .map(|r| NoiseSource::<B, D>::step_noise(r, stage, step, row, device))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(parts, 0))
+    }
+}
+
 /// Stage noise given by the caller (e.g. read from a file, tensors `stage0`, `stage1`, …); step noise
 /// comes from a seeded source.
 #[derive(Debug, Clone)]
@@ -165,5 +227,23 @@ mod tests {
             mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
             "mean {mean} var {var}"
         );
+    }
+
+    #[test]
+    fn per_row_noise_equals_single_seeded_rows() {
+        type B = burn::backend::Flex;
+        let dev = Default::default();
+        let mut rows = PerRowNoise::new(&[3, 9]);
+        let both: Tensor<B, 4> = rows.stage_noise(1, [2, 2, 3, 3], &dev).unwrap();
+        let step: Tensor<B, 4> = rows.step_noise(1, 0, [2, 2, 3, 3], &dev).unwrap();
+        for (i, seed) in [3u64, 9].into_iter().enumerate() {
+            let mut one = SeededNoise::new(seed);
+            let a: Tensor<B, 4> = one.stage_noise(1, [1, 2, 3, 3], &dev).unwrap();
+            let b: Tensor<B, 4> = one.step_noise(1, 0, [1, 2, 3, 3], &dev).unwrap();
+            assert_eq!(both.clone().narrow(0, i, 1).into_data(), a.into_data());
+            assert_eq!(step.clone().narrow(0, i, 1).into_data(), b.into_data());
+        }
+        let wrong: Result<Tensor<B, 4>> = rows.stage_noise(0, [3, 2, 3, 3], &dev);
+        assert!(wrong.is_err());
     }
 }
