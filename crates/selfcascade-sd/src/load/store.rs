@@ -7,9 +7,25 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+/// The bytes of one safetensors file: memory-mapped from disk, or embedded in the program.
+enum Bytes {
+    Mapped(Mmap),
+    Static(&'static [u8]),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m,
+            Bytes::Static(b) => b,
+        }
+    }
+}
+
 struct MappedFile {
     path: PathBuf,
-    map: Mmap,
+    map: Bytes,
     data_start: usize,
 }
 
@@ -47,45 +63,63 @@ pub struct HostTensor {
 impl TensorStore {
     /// Opens safetensors files (shards of one model are given together).
     pub fn open(paths: &[PathBuf]) -> Result<Self> {
-        let mut files = Vec::new();
-        let mut index = BTreeMap::new();
+        let mut store = Self {
+            files: Vec::new(),
+            index: BTreeMap::new(),
+        };
         for path in paths {
             let file = File::open(path).map_err(|e| Error::io(path, e))?;
             // SAFETY: the map is read-only; the file is expected not to change while the model loads.
             let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-            let (header, meta) = SafeTensors::read_metadata(&map).map_err(|e| {
-                Error::Weights(format!(
-                    "{}: not a valid safetensors file ({e}); it may be truncated or corrupt",
-                    path.display()
-                ))
-            })?;
-            let data_start = 8 + header;
-            let data_len = map.len() - data_start.min(map.len());
-            for (name, info) in meta.tensors() {
-                let (start, end) = info.data_offsets;
-                if end > data_len || start > end {
-                    return Err(Error::Weights(format!(
-                        "{}: tensor `{name}` lies outside the file (bytes {start}..{end} of {data_len}); the file is truncated",
-                        path.display()
-                    )));
-                }
-                if let Some((other, _)) = index.get(&name) {
-                    let other: &MappedFile = &files[*other];
-                    return Err(Error::Weights(format!(
-                        "tensor `{name}` appears in both {} and {}",
-                        other.path.display(),
-                        path.display()
-                    )));
-                }
-                index.insert(name, (files.len(), info.clone()));
-            }
-            files.push(MappedFile {
-                path: path.clone(),
-                map,
-                data_start,
-            });
+            store.add(path.clone(), Bytes::Mapped(map))?;
         }
-        Ok(Self { files, index })
+        Ok(store)
+    }
+
+    /// A store over one safetensors file embedded in the program (`include_bytes!`); `name` stands
+    /// for its path in messages.
+    pub fn from_static(name: &str, bytes: &'static [u8]) -> Result<Self> {
+        let mut store = Self {
+            files: Vec::new(),
+            index: BTreeMap::new(),
+        };
+        store.add(PathBuf::from(name), Bytes::Static(bytes))?;
+        Ok(store)
+    }
+
+    fn add(&mut self, path: PathBuf, map: Bytes) -> Result<()> {
+        let (header, meta) = SafeTensors::read_metadata(&map).map_err(|e| {
+            Error::Weights(format!(
+                "{}: not a valid safetensors file ({e}); it may be truncated or corrupt",
+                path.display()
+            ))
+        })?;
+        let data_start = 8 + header;
+        let data_len = map.len() - data_start.min(map.len());
+        for (name, info) in meta.tensors() {
+            let (start, end) = info.data_offsets;
+            if end > data_len || start > end {
+                return Err(Error::Weights(format!(
+                    "{}: tensor `{name}` lies outside the file (bytes {start}..{end} of {data_len}); the file is truncated",
+                    path.display()
+                )));
+            }
+            if let Some((other, _)) = self.index.get(&name) {
+                let other: &MappedFile = &self.files[*other];
+                return Err(Error::Weights(format!(
+                    "tensor `{name}` appears in both {} and {}",
+                    other.path.display(),
+                    path.display()
+                )));
+            }
+            self.index.insert(name, (self.files.len(), info.clone()));
+        }
+        self.files.push(MappedFile {
+            path,
+            map,
+            data_start,
+        });
+        Ok(())
     }
 
     /// Names of every tensor.

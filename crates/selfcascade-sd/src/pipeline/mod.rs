@@ -2,8 +2,10 @@
 
 pub mod attn_sf;
 pub mod image;
+pub mod sampling;
 pub mod scalecrafter;
 pub mod stable_diffusion;
 
 pub use image::{to_rgb8, RgbImage};
+pub use sampling::UNetSampling;
 pub use stable_diffusion::{GenerateRequest, Method, PromptEmbeds, StableDiffusion};

@@ -140,6 +140,45 @@ impl ScaleCrafter {
         }
     }
 
+    /// ScaleCrafter for a UNet of `levels` resolution levels that has no published settings (e.g. the
+    /// shapes model), generating `side_ratio` × the training side in `steps` steps. The rule generalises
+    /// the published SD 2.1 1024² map: every 3×3 conv of every level but the highest-resolution one
+    /// (down-block ResNets and downsamplers of levels ≥ 1, the mid block, the up blocks of levels ≥ 1 with
+    /// their upsamplers) is dilated by the side ratio, for the first 40% of the steps (20 of 50) at
+    /// ratios ≤ 2; above 2 for the first 74% (37 of 50) and progressively, as the 2048² setting.
+    /// Noise-damped CFG is not used (its weak map differs from the strong one only in SD 2.1's fourth
+    /// level). `generic(4, 2.0, 50)` is exactly [`ScaleCrafter::sd21`] at 1024².
+    pub fn generic(levels: usize, side_ratio: f64, steps: usize) -> Result<Self> {
+        if !(side_ratio.is_finite() && side_ratio >= 1.0) || levels == 0 {
+            return Err(Error::Input(format!(
+                "ScaleCrafter needs a side ratio ≥ 1 and at least one level, got {side_ratio} and {levels}"
+            )));
+        }
+        let mut rules: Vec<(String, f64)> = Vec::new();
+        if side_ratio > 1.0 {
+            for level in 1..levels {
+                rules.push((format!("down_blocks.{level}.resnets."), side_ratio));
+                rules.push((
+                    format!("down_blocks.{level}.downsamplers.0.conv"),
+                    side_ratio,
+                ));
+            }
+            rules.push(("mid_block.resnets.".into(), side_ratio));
+            for up in 0..levels - 1 {
+                rules.push((format!("up_blocks.{up}."), side_ratio));
+            }
+        }
+        let rules: Vec<(&str, f64)> = rules.iter().map(|(p, f)| (p.as_str(), *f)).collect();
+        let fraction = if side_ratio <= 2.0 { 0.4 } else { 0.74 };
+        Ok(Self {
+            dilate: DilationMap::new(&rules),
+            dilate_tau: (fraction * steps as f64).round() as usize,
+            ndcfg: None,
+            ndcfg_tau: 0,
+            progressive: side_ratio > 2.0,
+        })
+    }
+
     /// The dilation factor of the conv at `path` at step `step` of the given branch, or `None` when the
     /// conv runs undilated.
     pub fn dilation(&self, branch: Branch, path: &str, step: usize) -> Option<f64> {
@@ -219,6 +258,54 @@ mod tests {
             sc.dilation(Branch::Weak, "mid_block.resnets.0.conv1", 0),
             None
         );
+    }
+
+    #[test]
+    fn generic_rule_reproduces_the_sd21_1024_setting() {
+        let generic = ScaleCrafter::generic(4, 2.0, 50).unwrap();
+        let published = ScaleCrafter::sd21(Size::new(1024, 1024)).unwrap();
+        let paths = [
+            "conv_in",
+            "down_blocks.0.resnets.0.conv1",
+            "down_blocks.0.downsamplers.0.conv",
+            "down_blocks.1.resnets.1.conv2",
+            "down_blocks.2.downsamplers.0.conv",
+            "down_blocks.3.resnets.0.conv1",
+            "mid_block.resnets.1.conv1",
+            "up_blocks.0.resnets.2.conv2",
+            "up_blocks.2.upsamplers.0.conv",
+            "up_blocks.3.resnets.0.conv1",
+        ];
+        for p in paths {
+            for step in [0, 19, 20, 49] {
+                assert_eq!(
+                    generic.dilation(Branch::Strong, p, step),
+                    published.dilation(Branch::Strong, p, step),
+                    "{p} at step {step}"
+                );
+            }
+        }
+        // Three levels at 4× the side (the shapes model at 16× pixels): progressive over 15 of 20 steps.
+        let sc = ScaleCrafter::generic(3, 4.0, 20).unwrap();
+        assert_eq!(sc.dilate_tau, 15);
+        assert_eq!(
+            sc.dilation(Branch::Strong, "down_blocks.2.resnets.0.conv1", 0),
+            Some(4.0)
+        );
+        assert_eq!(
+            sc.dilation(Branch::Strong, "up_blocks.1.upsamplers.0.conv", 10),
+            Some(2.0)
+        );
+        assert_eq!(
+            sc.dilation(Branch::Strong, "up_blocks.2.resnets.0.conv1", 0),
+            None
+        );
+        assert_eq!(
+            sc.dilation(Branch::Strong, "mid_block.resnets.0.conv1", 15),
+            None
+        );
+        assert!(ScaleCrafter::generic(3, 0.5, 20).is_err());
+        assert!(ScaleCrafter::generic(3, 1.0, 20).unwrap().dilate.is_empty());
     }
 
     #[test]

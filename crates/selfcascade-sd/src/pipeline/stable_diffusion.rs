@@ -1,21 +1,17 @@
 //! Text-to-image at higher resolution with Stable Diffusion 1.x / 2.x / SDXL: the tuning-free
 //! self-cascade method and the paper's baselines, on one `StableDiffusion` pipeline.
 
-use super::attn_sf::AttnSf;
 use super::image::{to_rgb8, RgbImage};
-use super::scalecrafter::{noise_damped_cfg, Branch, ScaleCrafter};
+use super::sampling::UNetSampling;
+use super::scalecrafter::ScaleCrafter;
 use crate::clip::text_model::{CLIPTextModel, CLIPTextModelWithProjection};
 use crate::clip::tokenizer::ClipTokenizer;
 use crate::error::{Error, Result};
-use crate::unet::{UNet2DConditionModel, UNetHooks};
+use crate::unet::UNet2DConditionModel;
 use crate::vae::AutoencoderKL;
 use burn::tensor::{backend::Backend, Tensor};
-use selfcascade_core::guidance::repeat_batch;
-use selfcascade_core::scheduler::{self, PredictionType, SchedulerConfig, SchedulerKind};
-use selfcascade_core::{
-    CascadeOutput, ClassifierFreeGuidance, Denoiser, Interpolation, NoiseSource, Progress,
-    ScalePlan, SelfCascadeConfig, SelfCascadeSampler, Size, StepContext,
-};
+use selfcascade_core::scheduler::{SchedulerConfig, SchedulerKind};
+use selfcascade_core::{CascadeOutput, NoiseSource, Progress, ScalePlan, Size};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
@@ -344,15 +340,20 @@ impl<B: Backend> StableDiffusion<B> {
 
     /// The stage plan of `request` (one stage for every method but self-cascade).
     pub fn plan(&self, request: &GenerateRequest) -> Result<ScalePlan> {
-        let target = Size::new(request.width, request.height);
-        let align = self.alignment();
-        match request.method {
-            Method::SelfCascade => Ok(ScalePlan::new(self.base_size(), target, align)?),
-            _ => {
-                // Same size checks as a plan, but sampled in one stage at the target.
-                ScalePlan::new(Size::new(align, align), target, align)?;
-                Ok(ScalePlan::single(target))
-            }
+        self.sampling(None).plan(
+            request.method,
+            Size::new(request.width, request.height),
+            self.alignment(),
+        )
+    }
+
+    fn sampling<'a>(&'a self, scalecrafter: Option<&'a ScaleCrafter>) -> UNetSampling<'a, B> {
+        UNetSampling {
+            unet: &self.unet,
+            scheduler_config: &self.scheduler_config,
+            base: self.base_size(),
+            latent_scale: self.vae_scale_factor(),
+            scalecrafter,
         }
     }
 
@@ -378,86 +379,15 @@ impl<B: Backend> StableDiffusion<B> {
         noise: &mut dyn NoiseSource<B, 4>,
         progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
     ) -> Result<CascadeOutput<B>> {
-        let kind = match request.scheduler {
-            Some(k) => k,
-            None => self.scheduler_config.kind()?,
-        };
-        let eta = request.eta.unwrap_or(
-            if request.method == Method::ScaleCrafter && kind == SchedulerKind::Ddim {
-                1.0
-            } else {
-                0.0
-            },
-        );
-        let mut scheduler = scheduler::build::<B, 4>(&self.scheduler_config, Some(kind), eta)?;
-        let prediction = scheduler.prediction_type();
-        let base = self.base_size();
-        let target = plan.target();
         let scalecrafter = match request.method {
-            Method::ScaleCrafter => Some(ScaleCrafter::sd21(target)?),
+            Method::ScaleCrafter => Some(ScaleCrafter::sd21(plan.target())?),
             _ => None,
         };
-        let attn_sf =
-            (request.method == Method::AttnSf).then(|| AttnSf::new(base.pixels(), target.pixels()));
-        let cfg = request.guidance > 1.0;
-        let inner = UNetDenoiser {
-            unet: &self.unet,
-            context: if cfg {
-                Tensor::cat(vec![embeds.negative.clone(), embeds.positive.clone()], 0)
-            } else {
-                embeds.positive.clone()
-            },
-            pooled: match (&embeds.negative_pooled, &embeds.positive_pooled) {
-                (Some(n), Some(p)) if cfg => Some(Tensor::cat(vec![n.clone(), p.clone()], 0)),
-                (_, Some(p)) => Some(p.clone()),
-                _ => None,
-            },
-            prediction,
-            attn_sf,
-            scalecrafter: scalecrafter.as_ref().map(|s| (s, Branch::Strong)),
-        };
-        if self.is_sdxl() && inner.pooled.is_none() {
+        let sampling = self.sampling(scalecrafter.as_ref());
+        if self.is_sdxl() && embeds.positive_pooled.is_none() {
             return Err(Error::Input("SDXL needs pooled text embeddings".into()));
         }
-        let mut sampler = SelfCascadeSampler {
-            scheduler: scheduler.as_mut(),
-            pivot_upsampler: &Interpolation::Bicubic,
-            config: SelfCascadeConfig {
-                steps: request.steps,
-                strength: request.strength,
-                latent_scale: self.vae_scale_factor(),
-                latent_channels: self.unet.config().in_channels,
-                batch: 1,
-                keep_stages: request.keep_stages,
-                check_finite: true,
-            },
-        };
-        let device = &self.device;
-        let out = match (&scalecrafter, cfg) {
-            (Some(sc), true) if sc.ndcfg.is_some() => {
-                let weak = UNetDenoiser {
-                    context: embeds.negative.clone(),
-                    pooled: embeds.negative_pooled.clone(),
-                    scalecrafter: Some((sc, Branch::Weak)),
-                    ..inner.clone()
-                };
-                let den = NoiseDampedGuidance {
-                    strong: ClassifierFreeGuidance::new(inner, request.guidance),
-                    weak,
-                    scale: sc,
-                };
-                sampler.sample(plan, &den, noise, device, progress)
-            }
-            (_, true) => sampler.sample(
-                plan,
-                &ClassifierFreeGuidance::new(inner, request.guidance),
-                noise,
-                device,
-                progress,
-            ),
-            (_, false) => sampler.sample(plan, &inner, noise, device, progress),
-        };
-        Ok(out?)
+        sampling.sample(embeds, request, plan, noise, &self.device, progress)
     }
 
     /// Decodes scaled latents (as the UNet sees them) to images, tiled when larger than a VAE tile.
@@ -473,109 +403,5 @@ impl<B: Backend> StableDiffusion<B> {
             &vae.default_tiling(),
         )?;
         to_rgb8(image)
-    }
-}
-
-/// The UNet as a [`Denoiser`], with the text conditioning bound and the per-method hooks.
-#[derive(Clone)]
-struct UNetDenoiser<'a, B: Backend> {
-    unet: &'a UNet2DConditionModel<B>,
-    /// `[n, 77, D]`: n = 2 (uncond, cond) under guidance, 1 otherwise.
-    context: Tensor<B, 3>,
-    /// SDXL pooled text embeddings, same rows as `context`.
-    pooled: Option<Tensor<B, 2>>,
-    prediction: PredictionType,
-    attn_sf: Option<AttnSf>,
-    scalecrafter: Option<(&'a ScaleCrafter, Branch)>,
-}
-
-impl<B: Backend> Denoiser<B, 4> for UNetDenoiser<'_, B> {
-    fn prediction_type(&self) -> PredictionType {
-        self.prediction
-    }
-
-    fn predict(
-        &self,
-        latents: Tensor<B, 4>,
-        ctx: &StepContext<B, 4>,
-    ) -> selfcascade_core::Result<Tensor<B, 4>> {
-        let batch = latents.dims()[0];
-        let rows = self.context.dims()[0];
-        if rows == 0 || !batch.is_multiple_of(rows) {
-            return Err(selfcascade_core::Error::Model(format!(
-                "latent batch {batch} is not a multiple of the text batch {rows}"
-            )));
-        }
-        let per = batch / rows;
-        let repeat_rows = |x: Tensor<B, 3>| -> Tensor<B, 3> {
-            let [n, m, d] = x.dims();
-            x.unsqueeze_dim::<4>(1)
-                .repeat_dim(1, per)
-                .reshape([n * per, m, d])
-        };
-        let context = repeat_rows(self.context.clone());
-        let added = self.pooled.as_ref().map(|p| {
-            let [n, d] = p.dims();
-            let pooled = p
-                .clone()
-                .unsqueeze_dim::<3>(1)
-                .repeat_dim(1, per)
-                .reshape([n * per, d]);
-            // SDXL micro-conditioning: original size = target size = this stage's size, crop (0, 0).
-            let (w, h) = ctx.image_size;
-            let ids = [h as f32, w as f32, 0.0, 0.0, h as f32, w as f32];
-            let time_ids = Tensor::<B, 1>::from_floats(ids, &latents.device())
-                .unsqueeze::<2>()
-                .repeat_dim(0, batch);
-            (pooled, time_ids)
-        });
-        let attn = self
-            .attn_sf
-            .map(|rule| move |tokens: usize| rule.scale(tokens));
-        let dilation = self.scalecrafter.map(|(sc, branch)| {
-            let step = ctx.step;
-            move |path: &str| sc.dilation(branch, path, step)
-        });
-        let hooks = UNetHooks {
-            self_attention_scale: attn.as_ref().map(|f| f as &dyn Fn(usize) -> f64),
-            dilation: dilation.as_ref().map(|f| f as &dyn Fn(&str) -> Option<f64>),
-            pivot: None,
-        };
-        Ok(self
-            .unet
-            .forward(latents, &[ctx.timestep], context, added, &hooks)?)
-    }
-}
-
-/// ScaleCrafter's noise-damped guidance: ε = ε_weak(x, ∅) + w·(ε_strong(x, c) − ε_strong(x, ∅)) while
-/// active, plain guidance afterwards.
-struct NoiseDampedGuidance<'a, B: Backend> {
-    strong: ClassifierFreeGuidance<UNetDenoiser<'a, B>>,
-    weak: UNetDenoiser<'a, B>,
-    scale: &'a ScaleCrafter,
-}
-
-impl<B: Backend> Denoiser<B, 4> for NoiseDampedGuidance<'_, B> {
-    fn prediction_type(&self) -> PredictionType {
-        self.weak.prediction
-    }
-
-    fn predict(
-        &self,
-        latents: Tensor<B, 4>,
-        ctx: &StepContext<B, 4>,
-    ) -> selfcascade_core::Result<Tensor<B, 4>> {
-        if !self.scale.ndcfg_active(ctx.step) {
-            return self.strong.predict(latents, ctx);
-        }
-        let batch = latents.dims()[0];
-        let both = self
-            .strong
-            .inner
-            .predict(repeat_batch(latents.clone()), ctx)?;
-        let uncond = both.clone().narrow(0, 0, batch);
-        let cond = both.narrow(0, batch, batch);
-        let weak = self.weak.predict(latents, ctx)?;
-        Ok(noise_damped_cfg(weak, uncond, cond, self.strong.scale))
     }
 }
