@@ -305,7 +305,7 @@ impl<B: Backend> UNet2DConditionModel<B> {
                       up: &dyn selfcascade_core::FeatureUpsampler<B>|
          -> Result<Tensor<B, 4>> {
             let [xb, xc, xh, xw] = x.dims();
-            let delta = up.upsample(n, features, emb.clone(), (xh, xw));
+            let delta = up.upsample(n, features, emb.clone(), (xh, xw))?;
             if delta.dims() != [xb, xc, xh, xw] {
                 return Err(Error::Input(format!(
                     "feature upsampler {n} returned shape {:?}; expected [{xb}, {xc}, {xh}, {xw}]",
@@ -362,8 +362,17 @@ impl<B: Backend> UNet2DConditionModel<B> {
                  be [{b}, {c}, h/2, w/2] (same batch, half the size)"
             )));
         }
+        self.check_feature_upsampler(pivot.upsampler)
+    }
+
+    /// Errors unless `upsampler` has one point per injection point of this UNet with the channels of
+    /// [`Self::injection_channels`].
+    pub fn check_feature_upsampler(
+        &self,
+        upsampler: &dyn selfcascade_core::FeatureUpsampler<B>,
+    ) -> Result<()> {
         let expected = self.injection_channels();
-        let up = pivot.upsampler;
+        let up = upsampler;
         let got: Vec<usize> = (0..up.num_points()).map(|n| up.channels(n)).collect();
         if got != expected {
             return Err(Error::Input(format!(
