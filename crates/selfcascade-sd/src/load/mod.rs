@@ -1,5 +1,7 @@
-//! Weight loading: safetensors files (single, sharded, fp16/bf16 variants) and strict name accounting.
+//! Weight loading: safetensors files (single, sharded, fp16/bf16 variants), PyTorch checkpoints
+//! ([`TensorStore::open_pth`]) and strict name accounting.
 
+mod pth;
 mod store;
 mod vb;
 

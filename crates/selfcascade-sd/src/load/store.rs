@@ -7,10 +7,12 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-/// The bytes of one safetensors file: memory-mapped from disk, or embedded in the program.
+/// The bytes of one safetensors file: memory-mapped from disk, embedded in the program, or built in
+/// memory (a PyTorch checkpoint converted on load).
 enum Bytes {
     Mapped(Mmap),
     Static(&'static [u8]),
+    Owned(Vec<u8>),
 }
 
 impl std::ops::Deref for Bytes {
@@ -19,6 +21,7 @@ impl std::ops::Deref for Bytes {
         match self {
             Bytes::Mapped(m) => m,
             Bytes::Static(b) => b,
+            Bytes::Owned(b) => b,
         }
     }
 }
@@ -84,6 +87,16 @@ impl TensorStore {
             index: BTreeMap::new(),
         };
         store.add(PathBuf::from(name), Bytes::Static(bytes))?;
+        Ok(store)
+    }
+
+    /// A store over safetensors bytes built in memory; `origin` stands for their file in messages.
+    pub(crate) fn from_owned(origin: PathBuf, bytes: Vec<u8>) -> Result<Self> {
+        let mut store = Self {
+            files: Vec::new(),
+            index: BTreeMap::new(),
+        };
+        store.add(origin, Bytes::Owned(bytes))?;
         Ok(store)
     }
 
