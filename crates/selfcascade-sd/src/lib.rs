@@ -13,6 +13,7 @@ pub mod load;
 pub mod nn;
 pub mod pipeline;
 pub mod unet;
+pub mod upsampler;
 pub mod vae;
 
 pub use error::{Error, Result};
