@@ -7,5 +7,5 @@ pub mod scalecrafter;
 pub mod stable_diffusion;
 
 pub use image::{to_rgb8, RgbImage};
-pub use sampling::UNetSampling;
+pub use sampling::{FeatureInjection, UNetSampling};
 pub use stable_diffusion::{GenerateRequest, Method, PromptEmbeds, StableDiffusion};

@@ -1,5 +1,5 @@
-//! Sampling a diffusers UNet with any of the methods — direct, Attn-SF, ScaleCrafter, self-cascade —
-//! given its conditioning. [`StableDiffusion`](super::StableDiffusion) binds it to text embeddings;
+//! Sampling a diffusers UNet with any of the methods — direct, Attn-SF, ScaleCrafter, self-cascade
+//! (tuning-free and tuned) — given its conditioning. [`StableDiffusion`](super::StableDiffusion) binds it to text embeddings;
 //! other models built on the same UNet (the shapes model's label embedding) bind their own context, so
 //! every model runs the methods through the same code.
 
@@ -7,13 +7,13 @@ use super::attn_sf::AttnSf;
 use super::scalecrafter::{noise_damped_cfg, Branch, ScaleCrafter};
 use super::stable_diffusion::{GenerateRequest, Method, PromptEmbeds};
 use crate::error::{Error, Result};
-use crate::unet::{UNet2DConditionModel, UNetHooks};
+use crate::unet::{PivotInjection, UNet2DConditionModel, UNetHooks};
 use burn::tensor::{backend::Backend, Tensor};
 use selfcascade_core::guidance::repeat_batch;
 use selfcascade_core::scheduler::{self, PredictionType, SchedulerConfig, SchedulerKind};
 use selfcascade_core::{
-    CascadeOutput, ClassifierFreeGuidance, Denoiser, Interpolation, NoiseSource, Progress,
-    ScalePlan, SelfCascadeConfig, SelfCascadeSampler, Size, StepContext,
+    CascadeOutput, ClassifierFreeGuidance, Denoiser, FeatureUpsampler, Interpolation, NoiseSource,
+    Progress, ScalePlan, SelfCascadeConfig, SelfCascadeSampler, Size, StepContext,
 };
 use std::ops::ControlFlow;
 
@@ -30,6 +30,83 @@ pub struct UNetSampling<'a, B: Backend> {
     pub latent_scale: usize,
     /// ScaleCrafter's settings for this target (required by [`Method::ScaleCrafter`]).
     pub scalecrafter: Option<&'a ScaleCrafter>,
+    /// The trained feature upsamplers and their t_min (required by [`Method::SelfCascadeTuned`],
+    /// ignored by every other method).
+    pub feature_injection: Option<FeatureInjection<'a, B>>,
+}
+
+/// The tuned self-cascade's injection (Algorithm 1 at inference): in every stage r ≥ 1, while the
+/// step's timestep t > `t_min`, the UNet runs with
+/// `UNetHooks { pivot: Some(PivotInjection { latent: pivot, upsampler }) }`, where `pivot` is the
+/// previous stage's clean latent z₀^{r−1} exactly as the sampler hands it over in
+/// [`StepContext::pivot`]: in the UNet's (scaled) latent space, scaled once when it was made and never
+/// again — the same tensor at every step of the stage (the released code multiplies it by the VAE
+/// scaling factor again at every step; not here), not passed through the scheduler's
+/// `scale_model_input` (it is a clean latent), and under classifier-free guidance repeated explicitly
+/// to the guided batch by [`ClassifierFreeGuidance`] (no broadcasting: the UNet rejects a pivot whose
+/// batch differs from the sample's).
+///
+/// The boundary is deliberate: injection at t > t_min, the plain UNet at t ≤ t_min, so a step at
+/// exactly t = t_min runs plain (the release tests `t > 100` and `t < 100` and runs neither branch at
+/// t = 100). Stage 0 has no pivot and always runs plain.
+pub struct FeatureInjection<'a, B: Backend> {
+    /// φ_n, one per injection point of the UNet.
+    pub upsampler: &'a dyn FeatureUpsampler<B>,
+    /// Injection runs while t > t_min.
+    pub t_min: f64,
+}
+
+impl<'a, B: Backend> FeatureInjection<'a, B> {
+    /// The release's t_min: upsamplers act while t > 100.
+    pub const DEFAULT_T_MIN: f64 = 100.0;
+
+    /// `upsampler` with the default t_min of 100.
+    pub fn new(upsampler: &'a dyn FeatureUpsampler<B>) -> Self {
+        Self {
+            upsampler,
+            t_min: Self::DEFAULT_T_MIN,
+        }
+    }
+
+    /// Whether the UNet gets the pivot at timestep `t` (t > t_min).
+    pub fn active_at(&self, t: f64) -> bool {
+        t > self.t_min
+    }
+
+    /// Checks `upsampler` against `unet`'s injection points and `t_min` for finiteness.
+    pub(crate) fn checked(
+        upsampler: &'a dyn FeatureUpsampler<B>,
+        t_min: f64,
+        unet: &UNet2DConditionModel<B>,
+    ) -> Result<Self> {
+        if !t_min.is_finite() {
+            return Err(Error::Input(format!(
+                "feature injection t_min {t_min} is not finite"
+            )));
+        }
+        unet.check_feature_upsampler(upsampler)?;
+        Ok(Self { upsampler, t_min })
+    }
+}
+
+impl<B: Backend> Clone for FeatureInjection<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B: Backend> Copy for FeatureInjection<'_, B> {}
+
+impl<B: Backend> std::fmt::Debug for FeatureInjection<'_, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let channels: Vec<usize> = (0..self.upsampler.num_points())
+            .map(|n| self.upsampler.channels(n))
+            .collect();
+        f.debug_struct("FeatureInjection")
+            .field("channels", &channels)
+            .field("t_min", &self.t_min)
+            .finish()
+    }
 }
 
 impl<B: Backend> UNetSampling<'_, B> {
@@ -37,7 +114,9 @@ impl<B: Backend> UNetSampling<'_, B> {
     /// from the base size, or one stage at the target for every other method (same size checks).
     pub fn plan(&self, method: Method, target: Size, align: usize) -> Result<ScalePlan> {
         match method {
-            Method::SelfCascade => Ok(ScalePlan::new(self.base, target, align)?),
+            Method::SelfCascade | Method::SelfCascadeTuned => {
+                Ok(ScalePlan::new(self.base, target, align)?)
+            }
             _ => {
                 ScalePlan::new(Size::new(align, align), target, align)?;
                 Ok(ScalePlan::single(target))
@@ -70,6 +149,24 @@ impl<B: Backend> UNetSampling<'_, B> {
                 "the scalecrafter method needs dilation settings for this model and size".into(),
             ));
         }
+        let injection = match request.method {
+            Method::SelfCascadeTuned => {
+                let fi = self.feature_injection.ok_or_else(|| {
+                    Error::Input(
+                        "the self-cascade-tuned method needs trained feature upsamplers (φ_n): attach them \
+                         (StableDiffusion::set_feature_upsampler, or UNetSampling::feature_injection), \
+                         or use the tuning-free `self-cascade`"
+                            .into(),
+                    )
+                })?;
+                Some(FeatureInjection::checked(
+                    fi.upsampler,
+                    fi.t_min,
+                    self.unet,
+                )?)
+            }
+            _ => None,
+        };
         let kind = match request.scheduler {
             Some(k) => k,
             None => self.scheduler_config.kind()?,
@@ -106,6 +203,7 @@ impl<B: Backend> UNetSampling<'_, B> {
             prediction,
             attn_sf,
             scalecrafter: scalecrafter.map(|s| (s, Branch::Strong)),
+            injection,
         };
         let mut sampler = SelfCascadeSampler {
             scheduler: scheduler.as_mut(),
@@ -159,6 +257,8 @@ struct UNetDenoiser<'a, B: Backend> {
     prediction: PredictionType,
     attn_sf: Option<AttnSf>,
     scalecrafter: Option<(&'a ScaleCrafter, Branch)>,
+    /// The tuned method's feature injection (stages r ≥ 1, t > t_min).
+    injection: Option<FeatureInjection<'a, B>>,
 }
 
 impl<B: Backend> Denoiser<B, 4> for UNetDenoiser<'_, B> {
@@ -208,10 +308,19 @@ impl<B: Backend> Denoiser<B, 4> for UNetDenoiser<'_, B> {
             let step = ctx.step;
             move |path: &str| sc.dilation(branch, path, step)
         });
+        // The pivot as the sampler (and the guidance adaptor, which repeats it to the guided batch)
+        // hands it over: no rescaling here, and a batch mismatch is the UNet's error.
+        let pivot = match (&self.injection, &ctx.pivot) {
+            (Some(fi), Some(latent)) if fi.active_at(ctx.timestep) => Some(PivotInjection {
+                latent: latent.clone(),
+                upsampler: fi.upsampler,
+            }),
+            _ => None,
+        };
         let hooks = UNetHooks {
             self_attention_scale: attn.as_ref().map(|f| f as &dyn Fn(usize) -> f64),
             dilation: dilation.as_ref().map(|f| f as &dyn Fn(&str) -> Option<f64>),
-            pivot: None,
+            pivot,
         };
         Ok(self
             .unet

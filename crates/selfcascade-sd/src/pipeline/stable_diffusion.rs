@@ -1,8 +1,9 @@
-//! Text-to-image at higher resolution with Stable Diffusion 1.x / 2.x / SDXL: the tuning-free
-//! self-cascade method and the paper's baselines, on one `StableDiffusion` pipeline.
+//! Text-to-image at higher resolution with Stable Diffusion 1.x / 2.x / SDXL: the self-cascade method
+//! (tuning-free, and tuned with feature upsamplers) and the paper's baselines, on one
+//! `StableDiffusion` pipeline.
 
 use super::image::{to_rgb8, RgbImage};
-use super::sampling::UNetSampling;
+use super::sampling::{FeatureInjection, UNetSampling};
 use super::scalecrafter::ScaleCrafter;
 use crate::clip::text_model::{CLIPTextModel, CLIPTextModelWithProjection};
 use crate::clip::tokenizer::ClipTokenizer;
@@ -11,7 +12,7 @@ use crate::unet::UNet2DConditionModel;
 use crate::vae::AutoencoderKL;
 use burn::tensor::{backend::Backend, Tensor};
 use selfcascade_core::scheduler::{SchedulerConfig, SchedulerKind};
-use selfcascade_core::{CascadeOutput, NoiseSource, Progress, ScalePlan, Size};
+use selfcascade_core::{CascadeOutput, FeatureUpsampler, NoiseSource, Progress, ScalePlan, Size};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
@@ -26,11 +27,25 @@ pub enum Method {
     ScaleCrafter,
     /// The tuning-free self-cascade: pivot-guided noise re-schedule across stages (Algorithm 2).
     SelfCascade,
+    /// The tuned self-cascade: the stages of [`Method::SelfCascade`], with trained feature upsamplers
+    /// φ_n injecting the previous stage's features in stages r ≥ 1 (Algorithm 1; see
+    /// [`super::FeatureInjection`]). Needs upsamplers attached
+    /// ([`StableDiffusion::set_feature_upsampler`], or [`super::UNetSampling::feature_injection`]).
+    SelfCascadeTuned,
 }
 
 impl Method {
     /// Every method, in the paper's table order.
-    pub const ALL: [Method; 4] = [
+    pub const ALL: [Method; 5] = [
+        Method::Direct,
+        Method::AttnSf,
+        Method::ScaleCrafter,
+        Method::SelfCascade,
+        Method::SelfCascadeTuned,
+    ];
+
+    /// The methods that need no trained parameters (every method but [`Method::SelfCascadeTuned`]).
+    pub const TUNING_FREE: [Method; 4] = [
         Method::Direct,
         Method::AttnSf,
         Method::ScaleCrafter,
@@ -44,7 +59,13 @@ impl Method {
             Method::AttnSf => "attn-sf",
             Method::ScaleCrafter => "scalecrafter",
             Method::SelfCascade => "self-cascade",
+            Method::SelfCascadeTuned => "self-cascade-tuned",
         }
+    }
+
+    /// Whether the method runs in self-cascade stages (base size first, then ×2 per side per stage).
+    pub fn is_cascade(self) -> bool {
+        matches!(self, Method::SelfCascade | Method::SelfCascadeTuned)
     }
 }
 
@@ -135,6 +156,8 @@ pub struct StableDiffusion<B: Backend> {
     pub scheduler_config: SchedulerConfig,
     /// SDXL: zero negative embeddings for an empty negative prompt (`force_zeros_for_empty_prompt`).
     pub force_zeros_for_empty_prompt: bool,
+    /// The tuned method's feature upsamplers and their t_min (see [`Self::set_feature_upsampler`]).
+    feature_upsampler: Option<(Box<dyn FeatureUpsampler<B>>, f64)>,
     folder: PathBuf,
     device: B::Device,
 }
@@ -225,6 +248,7 @@ impl<B: Backend> StableDiffusion<B> {
             tokenizer_2,
             scheduler_config,
             force_zeros_for_empty_prompt,
+            feature_upsampler: None,
             folder: dir.to_path_buf(),
             device: device.clone(),
         })
@@ -338,7 +362,32 @@ impl<B: Backend> StableDiffusion<B> {
         &self.device
     }
 
-    /// The stage plan of `request` (one stage for every method but self-cascade).
+    /// Attaches the feature upsamplers φ_n that [`Method::SelfCascadeTuned`] injects while the
+    /// timestep t > `t_min` ([`FeatureInjection::DEFAULT_T_MIN`] = 100 as the release; at t ≤ t_min the
+    /// plain UNet runs). Errors, leaving the pipeline unchanged, when the upsampler's points or
+    /// channels do not match this UNet's injection points or `t_min` is not finite.
+    pub fn set_feature_upsampler(
+        &mut self,
+        upsampler: Box<dyn FeatureUpsampler<B>>,
+        t_min: f64,
+    ) -> Result<()> {
+        FeatureInjection::checked(upsampler.as_ref(), t_min, &self.unet)?;
+        self.feature_upsampler = Some((upsampler, t_min));
+        Ok(())
+    }
+
+    /// Detaches and returns the feature upsamplers.
+    pub fn take_feature_upsampler(&mut self) -> Option<Box<dyn FeatureUpsampler<B>>> {
+        self.feature_upsampler.take().map(|(u, _)| u)
+    }
+
+    /// The attached feature upsamplers, if any.
+    pub fn feature_upsampler(&self) -> Option<&dyn FeatureUpsampler<B>> {
+        self.feature_upsampler.as_ref().map(|(u, _)| u.as_ref())
+    }
+
+    /// The stage plan of `request` (self-cascade stages for the self-cascade methods, one stage for
+    /// every other method).
     pub fn plan(&self, request: &GenerateRequest) -> Result<ScalePlan> {
         self.sampling(None).plan(
             request.method,
@@ -354,6 +403,13 @@ impl<B: Backend> StableDiffusion<B> {
             base: self.base_size(),
             latent_scale: self.vae_scale_factor(),
             scalecrafter,
+            feature_injection: self
+                .feature_upsampler
+                .as_ref()
+                .map(|(u, t_min)| FeatureInjection {
+                    upsampler: u.as_ref(),
+                    t_min: *t_min,
+                }),
         }
     }
 
