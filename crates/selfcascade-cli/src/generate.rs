@@ -8,8 +8,14 @@ use burn::tensor::backend::Backend;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use selfcascade_core::scheduler::SchedulerKind;
-use selfcascade_core::{InjectedNoise, NoiseSource, SeededNoise};
+use selfcascade_core::FeatureUpsampler;
+use selfcascade_core::{
+    CascadeOutput, InjectedNoise, NoiseSource, Progress, ScalePlan, SeededNoise,
+};
 use selfcascade_sd::pipeline::{GenerateRequest, Method, StableDiffusion};
+use selfcascade_sd::upsampler::{
+    LightUpsampler, LightUpsamplerConfig, ResBlockUpsampler, ResBlockUpsamplerConfig,
+};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
@@ -18,65 +24,74 @@ use std::path::{Path, PathBuf};
 pub struct GenerateArgs {
     /// A diffusers Stable Diffusion folder, or a Hugging Face repo id (e.g.
     /// stabilityai/stable-diffusion-2-1-base) already in the local Hugging Face cache ($HF_HOME/hub).
+    /// Without it, the embedded shapes model draws captions like "a red circle on a blue background".
     #[arg(long)]
-    model: Option<PathBuf>,
+    pub(crate) model: Option<PathBuf>,
     /// What to draw.
     #[arg(long)]
-    prompt: String,
+    pub(crate) prompt: String,
     /// What to avoid (used with guidance > 1).
     #[arg(long, default_value = "")]
-    negative_prompt: String,
-    /// Width in pixels (a multiple of the model's alignment, 64 for SD).
-    #[arg(long, default_value_t = 1024)]
-    width: usize,
-    /// Height in pixels.
-    #[arg(long, default_value_t = 1024)]
-    height: usize,
-    /// direct | attn-sf | scalecrafter | self-cascade.
+    pub(crate) negative_prompt: String,
+    /// Width in pixels (a multiple of the model's alignment: 64 for SD, 4 for the shapes model;
+    /// default 1024, 128 for the shapes model).
+    #[arg(long)]
+    pub(crate) width: Option<usize>,
+    /// Height in pixels (default as the width).
+    #[arg(long)]
+    pub(crate) height: Option<usize>,
+    /// direct | attn-sf | scalecrafter | self-cascade | self-cascade-tuned (needs --upsamplers).
     #[arg(long, default_value = "self-cascade")]
-    method: String,
-    /// Inference steps of the full schedule.
-    #[arg(long, default_value_t = 50)]
-    steps: usize,
-    /// Classifier-free guidance scale (≤ 1 disables guidance).
-    #[arg(long, default_value_t = 7.5)]
-    guidance: f64,
+    pub(crate) method: String,
+    /// Feature upsamplers of the tuned method: the released `upsampler_only.pth` (ResBlock upsamplers),
+    /// or a safetensors file of ResBlock or light upsamplers.
+    #[arg(long)]
+    pub(crate) upsamplers: Option<PathBuf>,
+    /// The tuned method injects features while the timestep t > t_min.
+    #[arg(long, default_value_t = 100.0)]
+    pub(crate) t_min: f64,
+    /// Inference steps of the full schedule (default 50; 20 for the shapes model).
+    #[arg(long)]
+    pub(crate) steps: Option<usize>,
+    /// Classifier-free guidance scale, ≤ 1 disables guidance (default 7.5; 4 for the shapes model).
+    #[arg(long)]
+    pub(crate) guidance: Option<f64>,
     /// Re-noising strength of the later self-cascade stages.
     #[arg(long, default_value_t = 0.7)]
-    strength: f64,
+    pub(crate) strength: f64,
     /// ddim | ddpm | euler (default: the model's scheduler config; SD 2.1's PNDM config uses ddim).
     #[arg(long)]
-    scheduler: Option<String>,
+    pub(crate) scheduler: Option<String>,
     /// DDIM η (default: 1.0 for scalecrafter, 0 otherwise).
     #[arg(long)]
-    eta: Option<f64>,
+    pub(crate) eta: Option<f64>,
     /// Random seed.
     #[arg(long, default_value_t = 0)]
-    seed: u64,
+    pub(crate) seed: u64,
     /// cpu or cuda.
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    device: DeviceArg,
+    pub(crate) device: DeviceArg,
     /// f32, f16 or bf16 (half precision on GPUs only).
     #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
-    dtype: DtypeArg,
+    pub(crate) dtype: DtypeArg,
     /// Weight variant to load (e.g. fp16 for `*.fp16.safetensors`).
     #[arg(long)]
-    variant: Option<String>,
+    pub(crate) variant: Option<String>,
     /// Output PNG.
     #[arg(long, default_value = "out.png")]
-    out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Also write a PNG per stage (OUT-stage0.png, …).
     #[arg(long)]
-    save_stages: bool,
+    pub(crate) save_stages: bool,
     /// Initial noise per stage from a safetensors file (tensors stage0, stage1, …) instead of the seed.
     #[arg(long)]
-    noise: Option<PathBuf>,
+    pub(crate) noise: Option<PathBuf>,
     /// Write each stage's clean latent (scaled, as the UNet sees it) to a safetensors file.
     #[arg(long)]
-    save_latents: Option<PathBuf>,
+    pub(crate) save_latents: Option<PathBuf>,
     /// Do not draw a progress bar.
     #[arg(long)]
-    quiet: bool,
+    pub(crate) quiet: bool,
 }
 
 /// Runs `selfcascade generate`.
@@ -91,14 +106,13 @@ pub fn run(args: GenerateArgs) -> CliResult {
         .map(str::parse)
         .transpose()
         .map_err(|e: selfcascade_core::Error| e.to_string())?;
-    if args.model.is_none() {
-        return Err("no --model given: pass a diffusers Stable Diffusion folder (the embedded default model is not \
-                    available in this build)"
-            .into());
-    }
     check_writable(&args.out)?;
     let mut args = args;
-    args.model = args.model.as_deref().map(resolve_model).transpose()?;
+    args.model = args
+        .model
+        .as_deref()
+        .map(|m| resolve_model(m, args.variant.as_deref()))
+        .transpose()?;
     let job = Job {
         args: args.clone(),
         method,
@@ -108,8 +122,9 @@ pub fn run(args: GenerateArgs) -> CliResult {
 }
 
 /// A folder as given, or a Hub repo id (`org/name`) resolved to its snapshot in the local Hugging Face
-/// cache (offline; nothing is downloaded).
-fn resolve_model(model: &Path) -> CliResult<PathBuf> {
+/// cache; a repo that is not cached is downloaded (its configs, tokenizers and safetensors weights
+/// only) unless `HF_HUB_OFFLINE=1` or the build has no `download` feature.
+fn resolve_model(model: &Path, variant: Option<&str>) -> CliResult<PathBuf> {
     if model.is_dir() {
         return Ok(model.to_path_buf());
     }
@@ -128,17 +143,120 @@ fn resolve_model(model: &Path) -> CliResult<PathBuf> {
             "{text} is not a folder, and no Hugging Face cache is configured (set HF_HOME)"
         ));
     };
-    match cache.model(text.to_string()).get("model_index.json") {
-        Some(index) => index
+    if let Some(index) = cache.model(text.to_string()).get("model_index.json") {
+        return index
             .parent()
             .map(Path::to_path_buf)
-            .ok_or_else(|| format!("cannot resolve the snapshot folder of {text}")),
-        None => Err(format!(
-            "{text} is neither a folder nor a model in the Hugging Face cache at {}; download it first \
-             (e.g. `huggingface-cli download {text}`) or pass a local diffusers folder",
-            cache.path().display()
-        )),
+            .ok_or_else(|| format!("cannot resolve the snapshot folder of {text}"));
     }
+    let offline = std::env::var("HF_HUB_OFFLINE")
+        .map(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+        .unwrap_or(false);
+    if offline || !cfg!(feature = "download") {
+        return Err(format!(
+            "{text} is neither a folder nor a model in the Hugging Face cache at {}, and downloading is off \
+             ({}); download it first (e.g. `huggingface-cli download {text}`) or pass a local diffusers folder",
+            cache.path().display(),
+            if offline { "HF_HUB_OFFLINE=1" } else { "built without the `download` feature" }
+        ));
+    }
+    download(&text, variant, cache)
+}
+
+/// The files of a diffusers repo a pipeline needs: `model_index.json`, and in each component folder its
+/// JSON configs, tokenizer vocabularies and safetensors weights — of `variant` (`*.fp16.safetensors`)
+/// when given, else the plain ones. PyTorch `.bin`, ONNX, Flax and other files are skipped.
+pub(crate) fn files_to_download(names: &[String], variant: Option<&str>) -> Vec<String> {
+    const COMPONENTS: [&str; 7] = [
+        "unet",
+        "vae",
+        "text_encoder",
+        "text_encoder_2",
+        "tokenizer",
+        "tokenizer_2",
+        "scheduler",
+    ];
+    names
+        .iter()
+        .filter(|name| {
+            if name.as_str() == "model_index.json" {
+                return true;
+            }
+            let Some((dir, file)) = name.split_once('/') else {
+                return false;
+            };
+            if !COMPONENTS.contains(&dir) || file.contains('/') {
+                return false;
+            }
+            match weights_variant(file) {
+                Some(found) => found == variant,
+                None => file.ends_with(".json") || file.ends_with(".txt"),
+            }
+        })
+        .cloned()
+        .collect()
+}
+
+/// For a safetensors weight file or shard index, its variant (`Some(None)`: plain, `Some(Some("fp16"))`
+/// for `model.fp16.safetensors`, `model.fp16-00001-of-00002.safetensors` or
+/// `model.safetensors.index.fp16.json`); `None` for other files.
+fn weights_variant(file: &str) -> Option<Option<&str>> {
+    if let Some(rest) = file.strip_suffix(".json") {
+        let (_, index) = rest.split_once(".safetensors.index")?;
+        return Some(index.strip_prefix('.'));
+    }
+    let stem = file.strip_suffix(".safetensors")?;
+    Some(
+        stem.split('.')
+            .nth(1)
+            .map(|v| v.split('-').next().unwrap_or(v)),
+    )
+}
+
+#[cfg(feature = "download")]
+fn download(repo: &str, variant: Option<&str>, cache: hf_hub::Cache) -> CliResult<PathBuf> {
+    let mut builder = hf_hub::api::sync::ApiBuilder::from_cache(cache).with_progress(true);
+    if let Ok(endpoint) = std::env::var("HF_ENDPOINT") {
+        builder = builder.with_endpoint(endpoint);
+    }
+    let api = builder
+        .build()
+        .map_err(|e| format!("cannot set up the Hugging Face client: {e}"))?;
+    let remote = api.model(repo.to_string());
+    let info = remote.info().map_err(|e| {
+        format!(
+            "{repo} is not in the local Hugging Face cache and the Hub could not be asked for it ({e}); \
+             check the repo id and the network, or pass a local diffusers folder"
+        )
+    })?;
+    let names: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
+    if !names.iter().any(|n| n == "model_index.json") {
+        return Err(format!(
+            "{repo} has no model_index.json: it is not a diffusers pipeline repository"
+        ));
+    }
+    let mut index = None;
+    for name in files_to_download(&names, variant) {
+        eprintln!("downloading {repo}/{name}");
+        let path = remote
+            .get(&name)
+            .map_err(|e| format!("cannot download {repo}/{name}: {e}"))?;
+        if name == "model_index.json" {
+            index = Some(path);
+        }
+    }
+    index
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .ok_or_else(|| format!("cannot resolve the snapshot folder of {repo}"))
+}
+
+#[cfg(not(feature = "download"))]
+fn download(repo: &str, _variant: Option<&str>, _cache: hf_hub::Cache) -> CliResult<PathBuf> {
+    Err(format!(
+        "{repo}: this build cannot download (no `download` feature)"
+    ))
 }
 
 fn check_writable(path: &Path) -> CliResult {
@@ -162,7 +280,8 @@ struct Job {
     scheduler: Option<SchedulerKind>,
 }
 
-fn stage_path(out: &Path, stage: usize) -> PathBuf {
+/// `OUT-stage{r}.png` beside `out`.
+pub(crate) fn stage_path(out: &Path, stage: usize) -> PathBuf {
     let stem = out
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -172,21 +291,28 @@ fn stage_path(out: &Path, stage: usize) -> PathBuf {
 
 impl BackendJob for Job {
     fn run<B: Backend>(self, device: B::Device) -> CliResult {
-        let args = self.args;
-        let model = args.model.clone().unwrap_or_default();
-        let sd = StableDiffusion::<B>::load(&model, args.variant.as_deref(), &device)
-            .map_err(|e| e.to_string())?;
-        let request = GenerateRequest {
-            width: args.width,
-            height: args.height,
-            method: self.method,
-            steps: args.steps,
-            guidance: args.guidance,
-            strength: args.strength,
-            scheduler: self.scheduler,
-            eta: args.eta,
-            keep_stages: args.save_stages || args.save_latents.is_some(),
+        let Some(model) = self.args.model.clone() else {
+            return crate::shapes::generate::<B>(&self.args, self.method, self.scheduler, device);
         };
+        let args = self.args;
+        let mut sd = StableDiffusion::<B>::load(&model, args.variant.as_deref(), &device)
+            .map_err(|e| e.to_string())?;
+        match (&args.upsamplers, self.method) {
+            (Some(path), _) => {
+                let upsampler = load_upsamplers::<B>(path, &sd, &device)?;
+                sd.set_feature_upsampler(upsampler, args.t_min)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            (None, Method::SelfCascadeTuned) => {
+                return Err(
+                    "--method self-cascade-tuned needs --upsamplers PATH (e.g. the released \
+                            upsampler_only.pth)"
+                        .into(),
+                )
+            }
+            _ => {}
+        }
+        let request = args.request(self.method, self.scheduler, 1024, 50, 7.5);
         let plan = sd.plan(&request).map_err(|e| e.to_string())?;
         let embeds = sd
             .encode_prompt(&args.prompt, &args.negative_prompt)
@@ -194,73 +320,16 @@ impl BackendJob for Job {
         if embeds.truncated {
             eprintln!("warning: the prompt is longer than the text encoder's 77 tokens and was truncated (as diffusers does)");
         }
-        let mut seeded = SeededNoise::new(args.seed);
-        let mut injected;
-        let noise: &mut dyn NoiseSource<B, 4> = match &args.noise {
-            None => &mut seeded,
-            Some(path) => {
-                let inputs = Inputs::open(path)?;
-                let stages = (0..plan.len())
-                    .map(|r| inputs.float::<B, 4>(&format!("stage{r}"), &device))
-                    .collect::<CliResult<Vec<_>>>()?;
-                injected = InjectedNoise::new(stages, args.seed);
-                &mut injected
-            }
-        };
-        let bar = if args.quiet {
-            ProgressBar::hidden()
-        } else {
-            ProgressBar::new(0)
-        };
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{msg} [{bar:40}] {pos}/{len} steps, {elapsed} elapsed, ETA {eta}",
-            )
-            .map_err(|e| e.to_string())?,
-        );
+        let mut source = args.noise_source::<B>(&plan, &device)?;
+        let bar = progress_bar(args.quiet)?;
         let out = sd
-            .generate_latents(&embeds, &request, noise, &mut |p| {
-                bar.set_length(p.total as u64);
-                bar.set_position(p.done as u64);
-                let size = plan.stages()[p.stage];
-                bar.set_message(format!("stage {}/{} ({size})", p.stage + 1, p.num_stages));
-                ControlFlow::Continue(())
+            .generate_latents(&embeds, &request, source.as_mut(), &mut |p| {
+                bar.tick(&plan, p)
             })
             .map_err(|e| e.to_string())?;
-        bar.finish_and_clear();
-        let mut meta = vec![
-            ("prompt".to_string(), args.prompt.clone()),
-            ("negative_prompt".to_string(), args.negative_prompt.clone()),
-            ("seed".to_string(), args.seed.to_string()),
-            ("method".to_string(), self.method.name().to_string()),
-            ("model".to_string(), model.display().to_string()),
-            (
-                "size".to_string(),
-                format!("{}x{}", args.width, args.height),
-            ),
-            (
-                "stages".to_string(),
-                plan.stages()
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" -> "),
-            ),
-            ("steps".to_string(), args.steps.to_string()),
-            ("guidance".to_string(), args.guidance.to_string()),
-            ("strength".to_string(), args.strength.to_string()),
-            (
-                "software".to_string(),
-                format!("selfcascade {}", env!("CARGO_PKG_VERSION")),
-            ),
-        ];
-        if let Some(path) = &args.save_latents {
-            let mut outs = Outputs::default();
-            for (r, latent) in out.stages.iter().enumerate() {
-                outs.add(&format!("stage{r}"), latent.clone())?;
-            }
-            outs.write(path)?;
-        }
+        bar.finish();
+        let mut meta = metadata(&args, &request, &plan, &model.display().to_string());
+        save_latents(&args, &out)?;
         if args.save_stages {
             for (r, latent) in out
                 .stages
@@ -283,29 +352,249 @@ impl BackendJob for Job {
         }
         let images = sd.decode(out.latent).map_err(|e| e.to_string())?;
         let img = &images[0];
-        write_png(
-            &args.out,
+        write_final(
+            &args,
+            &plan,
             img.width as u32,
             img.height as u32,
             &img.pixels,
             &meta,
-        )?;
-        if args.save_stages {
-            let last = plan.len() - 1;
-            std::fs::copy(&args.out, stage_path(&args.out, last)).map_err(|e| {
-                format!(
-                    "cannot write {}: {e}",
-                    stage_path(&args.out, last).display()
-                )
-            })?;
+        )
+    }
+}
+
+/// Feature upsamplers from `path`: a PyTorch checkpoint (`.pth`, `.pt`, `.ckpt`) holds the released
+/// ResBlock upsamplers; a safetensors file holds ResBlock or light upsamplers (whichever matches).
+fn load_upsamplers<B: Backend>(
+    path: &Path,
+    sd: &StableDiffusion<B>,
+    device: &B::Device,
+) -> CliResult<Box<dyn FeatureUpsampler<B>>> {
+    let resblock = ResBlockUpsamplerConfig::for_unet(&sd.unet);
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    if ["pth", "pt", "ckpt", "bin"].contains(&ext.as_str()) {
+        return ResBlockUpsampler::<B>::load_pth(path, &resblock, device)
+            .map(|u| Box::new(u) as Box<dyn FeatureUpsampler<B>>)
+            .map_err(|e| e.to_string());
+    }
+    match ResBlockUpsampler::<B>::load_safetensors(path, &resblock, device) {
+        Ok(u) => Ok(Box::new(u)),
+        Err(first) => {
+            let light = LightUpsamplerConfig::for_unet(&sd.unet);
+            LightUpsampler::<B>::load_safetensors(path, &light, device)
+                .map(|u| Box::new(u) as Box<dyn FeatureUpsampler<B>>)
+                .map_err(|second| {
+                    format!(
+                        "{} holds neither ResBlock upsamplers ({first}) nor light upsamplers ({second}) for this UNet",
+                        path.display()
+                    )
+                })
         }
-        eprintln!(
-            "wrote {} ({}x{}, {})",
-            args.out.display(),
-            img.width,
-            img.height,
-            self.method.name()
+    }
+}
+
+impl GenerateArgs {
+    /// The request these flags describe, with the model's defaults for the flags not given.
+    pub(crate) fn request(
+        &self,
+        method: Method,
+        scheduler: Option<SchedulerKind>,
+        side: usize,
+        steps: usize,
+        guidance: f64,
+    ) -> GenerateRequest {
+        let width = self.width.or(self.height).unwrap_or(side);
+        GenerateRequest {
+            width,
+            height: self.height.unwrap_or(width),
+            method,
+            steps: self.steps.unwrap_or(steps),
+            guidance: self.guidance.unwrap_or(guidance),
+            strength: self.strength,
+            scheduler,
+            eta: self.eta,
+            keep_stages: self.save_stages || self.save_latents.is_some(),
+        }
+    }
+
+    /// The seeded noise, or the stage noise of `--noise` (step noise still from the seed).
+    pub(crate) fn noise_source<B: Backend>(
+        &self,
+        plan: &ScalePlan,
+        device: &B::Device,
+    ) -> CliResult<Box<dyn NoiseSource<B, 4>>> {
+        match &self.noise {
+            None => Ok(Box::new(SeededNoise::new(self.seed))),
+            Some(path) => {
+                let inputs = Inputs::open(path)?;
+                let stages = (0..plan.len())
+                    .map(|r| inputs.float::<B, 4>(&format!("stage{r}"), device))
+                    .collect::<CliResult<Vec<_>>>()?;
+                Ok(Box::new(InjectedNoise::new(stages, self.seed)))
+            }
+        }
+    }
+}
+
+/// The progress bar over all stages and steps.
+pub(crate) struct Bar(ProgressBar);
+
+impl Bar {
+    /// Updates the bar from the sampler's progress.
+    pub(crate) fn tick(&self, plan: &ScalePlan, p: &Progress) -> ControlFlow<()> {
+        self.0.set_length(p.total as u64);
+        self.0.set_position(p.done as u64);
+        let size = plan.stages()[p.stage];
+        self.0
+            .set_message(format!("stage {}/{} ({size})", p.stage + 1, p.num_stages));
+        ControlFlow::Continue(())
+    }
+
+    /// Removes the bar.
+    pub(crate) fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+/// A progress bar with ETA (hidden when `quiet`).
+pub(crate) fn progress_bar(quiet: bool) -> CliResult<Bar> {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:40}] {pos}/{len} steps, {elapsed} elapsed, ETA {eta}",
+        )
+        .map_err(|e| e.to_string())?,
+    );
+    Ok(Bar(bar))
+}
+
+/// The PNG text metadata of a generation.
+pub(crate) fn metadata(
+    args: &GenerateArgs,
+    request: &GenerateRequest,
+    plan: &ScalePlan,
+    model: &str,
+) -> Vec<(String, String)> {
+    vec![
+        ("prompt".to_string(), args.prompt.clone()),
+        ("negative_prompt".to_string(), args.negative_prompt.clone()),
+        ("seed".to_string(), args.seed.to_string()),
+        ("method".to_string(), request.method.name().to_string()),
+        ("model".to_string(), model.to_string()),
+        (
+            "size".to_string(),
+            format!("{}x{}", request.width, request.height),
+        ),
+        (
+            "stages".to_string(),
+            plan.stages()
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(" -> "),
+        ),
+        ("steps".to_string(), request.steps.to_string()),
+        ("guidance".to_string(), request.guidance.to_string()),
+        ("strength".to_string(), request.strength.to_string()),
+        (
+            "software".to_string(),
+            format!("selfcascade {}", env!("CARGO_PKG_VERSION")),
+        ),
+    ]
+}
+
+/// Writes `--save-latents` (each stage's clean latent), when asked.
+pub(crate) fn save_latents<B: Backend>(args: &GenerateArgs, out: &CascadeOutput<B>) -> CliResult {
+    if let Some(path) = &args.save_latents {
+        let mut outs = Outputs::default();
+        for (r, latent) in out.stages.iter().enumerate() {
+            outs.add(&format!("stage{r}"), latent.clone())?;
+        }
+        outs.write(path)?;
+    }
+    Ok(())
+}
+
+/// Writes the final PNG (and, with `--save-stages`, its copy as the last stage's PNG).
+pub(crate) fn write_final(
+    args: &GenerateArgs,
+    plan: &ScalePlan,
+    width: u32,
+    height: u32,
+    pixels: &[u8],
+    meta: &[(String, String)],
+) -> CliResult {
+    write_png(&args.out, width, height, pixels, meta)?;
+    if args.save_stages {
+        let last = stage_path(&args.out, plan.len() - 1);
+        std::fs::copy(&args.out, &last)
+            .map_err(|e| format!("cannot write {}: {e}", last.display()))?;
+    }
+    eprintln!(
+        "wrote {} ({width}x{height}, {})",
+        args.out.display(),
+        meta.iter()
+            .find(|(k, _)| k == "method")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::files_to_download;
+
+    #[test]
+    fn only_the_needed_files_of_a_diffusers_repo_are_downloaded() {
+        let names: Vec<String> = [
+            "model_index.json",
+            "README.md",
+            "unet/config.json",
+            "unet/diffusion_pytorch_model.safetensors",
+            "unet/diffusion_pytorch_model.fp16.safetensors",
+            "unet/diffusion_pytorch_model.bin",
+            "vae/diffusion_pytorch_model.safetensors",
+            "text_encoder/model.safetensors",
+            "text_encoder/model.fp16.safetensors",
+            "text_encoder/model.safetensors.index.json",
+            "text_encoder/model-00001-of-00002.safetensors",
+            "tokenizer/vocab.json",
+            "tokenizer/merges.txt",
+            "scheduler/scheduler_config.json",
+            "safety_checker/model.safetensors",
+            "unet/flax_model.msgpack",
+            "v2-1_512-ema-pruned.ckpt",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let plain = files_to_download(&names, None);
+        assert_eq!(
+            plain,
+            [
+                "model_index.json",
+                "unet/config.json",
+                "unet/diffusion_pytorch_model.safetensors",
+                "vae/diffusion_pytorch_model.safetensors",
+                "text_encoder/model.safetensors",
+                "text_encoder/model.safetensors.index.json",
+                "text_encoder/model-00001-of-00002.safetensors",
+                "tokenizer/vocab.json",
+                "tokenizer/merges.txt",
+                "scheduler/scheduler_config.json",
+            ]
         );
-        Ok(())
+        let fp16 = files_to_download(&names, Some("fp16"));
+        assert!(fp16.contains(&"unet/diffusion_pytorch_model.fp16.safetensors".to_string()));
+        assert!(!fp16.contains(&"unet/diffusion_pytorch_model.safetensors".to_string()));
+        assert!(fp16.contains(&"unet/config.json".to_string()));
     }
 }

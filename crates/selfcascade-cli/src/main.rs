@@ -5,6 +5,7 @@ mod generate;
 mod inspect;
 mod output;
 mod plan;
+mod shapes;
 mod tensors;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +29,9 @@ enum Command {
     /// Look inside models and schedules.
     #[command(subcommand)]
     Inspect(inspect::InspectCommand),
+    /// The shapes world: evaluate every method on the embedded model.
+    #[command(subcommand)]
+    Shapes(shapes::ShapesCommand),
 }
 
 /// A command's failure: one line for the user.
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Inspect(cmd) => inspect::run(cmd),
+        Command::Shapes(cmd) => shapes::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -478,9 +478,10 @@ fn a_hub_repo_id_resolves_through_the_local_cache() {
     std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
     copy_dir(&model, &repo.join("snapshots/0123abcd"));
     let out = model.parent().unwrap().join("hub.png");
-    let run = |id: &str| {
+    let run_with = |id: &str, env: &[(&str, &str)]| {
         Command::new(env!("CARGO_BIN_EXE_selfcascade"))
             .env("HF_HOME", &home)
+            .envs(env.iter().copied())
             .args([
                 "generate",
                 "--model",
@@ -502,6 +503,8 @@ fn a_hub_repo_id_resolves_through_the_local_cache() {
             .output()
             .unwrap()
     };
+    // A cached repo needs no network, whatever the settings.
+    let run = |id: &str| run_with(id, &[("HF_HUB_OFFLINE", "1")]);
     let ok = run("tiny-org/tiny-sd15");
     assert!(
         ok.status.success(),
@@ -512,7 +515,24 @@ fn a_hub_repo_id_resolves_through_the_local_cache() {
     let missing = run("tiny-org/absent");
     let err = String::from_utf8_lossy(&missing.stderr);
     assert!(
-        !missing.status.success() && err.contains("Hugging Face cache"),
+        !missing.status.success()
+            && err.contains("Hugging Face cache")
+            && err.contains("HF_HUB_OFFLINE"),
+        "{err}"
+    );
+    // Online, a repo that is not cached is asked from the Hub (here an endpoint that refuses).
+    let unreachable = run_with(
+        "tiny-org/absent",
+        &[
+            ("HF_ENDPOINT", "http://127.0.0.1:9"),
+            ("HF_HUB_OFFLINE", "0"),
+        ],
+    );
+    let err = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(
+        !unreachable.status.success()
+            && err.contains("could not be asked")
+            && !err.contains("panicked"),
         "{err}"
     );
 }

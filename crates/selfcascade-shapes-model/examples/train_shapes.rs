@@ -5,11 +5,16 @@
 //!     --steps 1500 --out runs/shapes [--batch 32] [--lr 1e-3] [--warmup 100] [--seed 0] \
 //!     [--checkpoint-every 250] [--tiny]
 //! ```
-//! Writes `model.safetensors` (EMA weights, what to ship), `model-raw.safetensors` and `loss.csv`
-//! to `--out`.
+//! Writes `model.safetensors` (EMA weights), `model-raw.safetensors` and `loss.csv` to `--out`, and
+//! `model-f16.safetensors` (the EMA weights in float16: what the crate ships in
+//! `assets/shapes-default.safetensors`). `train_shapes --export-f16 IN OUT` converts a checkpoint.
 
 use burn::backend::{Autodiff, Flex};
-use selfcascade_shapes_model::{train, RunOptions, ShapesModelConfig, TrainConfig};
+use selfcascade_shapes_model::{
+    load_checkpoint, save_checkpoint_as, train, Precision, RunOptions, ShapesModelConfig,
+    TrainConfig,
+};
+use std::path::Path;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -49,7 +54,33 @@ fn parse() -> Result<(ShapesModelConfig, TrainConfig, RunOptions), String> {
     ))
 }
 
+/// Rewrites checkpoint `input` as float16 at `output`.
+fn export_f16(input: &Path, output: &Path) -> selfcascade_shapes_model::Result<()> {
+    let (model, info) = load_checkpoint::<Flex>(input, &Default::default())?;
+    let extra: Vec<(&str, String)> = info
+        .metadata
+        .iter()
+        .filter(|(k, _)| !["format", "config", "unet_config", "step"].contains(&k.as_str()))
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    save_checkpoint_as(output, &model, info.step, &extra, Precision::F16)
+}
+
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--export-f16") {
+        let (Some(input), Some(output)) = (args.get(2), args.get(3)) else {
+            eprintln!("usage: train_shapes --export-f16 IN.safetensors OUT.safetensors");
+            return ExitCode::FAILURE;
+        };
+        return match export_f16(Path::new(input), Path::new(output)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let (model, cfg, options) = match parse() {
         Ok(v) => v,
         Err(e) => {
@@ -74,10 +105,13 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(_) => {
-            eprintln!(
-                "done: {}",
-                options.out_dir.join("model.safetensors").display()
-            );
+            let ema = options.out_dir.join("model.safetensors");
+            let half = options.out_dir.join("model-f16.safetensors");
+            if let Err(e) = export_f16(&ema, &half) {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+            eprintln!("done: {} and {}", ema.display(), half.display());
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -97,6 +97,16 @@ pub struct CheckpointInfo {
     pub metadata: HashMap<String, String>,
 }
 
+/// How parameters are stored in a checkpoint file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// float32 (training checkpoints; bit-exact reload).
+    #[default]
+    F32,
+    /// float16 (the shipped default model: half the size; loaded back as float32).
+    F16,
+}
+
 /// Writes `model` to `path` as safetensors (float32) with `extra` metadata added to the architecture
 /// and `step`. The file is written to a temporary sibling, flushed and renamed, so a reader never sees
 /// a partial checkpoint.
@@ -105,6 +115,17 @@ pub fn save_checkpoint<B: Backend>(
     model: &ShapesModel<B>,
     step: u64,
     extra: &[(&str, String)],
+) -> Result<()> {
+    save_checkpoint_as(path, model, step, extra, Precision::F32)
+}
+
+/// [`save_checkpoint`] with the storage precision chosen.
+pub fn save_checkpoint_as<B: Backend>(
+    path: &Path,
+    model: &ShapesModel<B>,
+    step: u64,
+    extra: &[(&str, String)],
+    precision: Precision,
 ) -> Result<()> {
     let tensors = named_parameters(model);
     let mut bytes: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
@@ -116,12 +137,23 @@ pub fn save_checkpoint<B: Backend>(
                 format!("parameter `{}` could not be read as float32", t.name),
             ));
         }
-        let raw: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let raw: Vec<u8> = match precision {
+            Precision::F32 => t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            Precision::F16 => t
+                .data
+                .iter()
+                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                .collect(),
+        };
         bytes.push((t.name, t.shape, raw));
     }
+    let dtype = match precision {
+        Precision::F32 => Dtype::F32,
+        Precision::F16 => Dtype::F16,
+    };
     let mut views = Vec::with_capacity(bytes.len());
     for (name, shape, raw) in &bytes {
-        let view = TensorView::new(Dtype::F32, shape.clone(), raw)
+        let view = TensorView::new(dtype, shape.clone(), raw)
             .map_err(|e| Error::checkpoint(path, format!("tensor `{name}`: {e}")))?;
         views.push((name.clone(), view));
     }
@@ -171,7 +203,12 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 /// Reads the metadata of a checkpoint written by [`save_checkpoint`] without loading the weights.
 pub fn read_checkpoint_info(path: &Path) -> Result<CheckpointInfo> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes)
+    parse_checkpoint_info(&bytes, path)
+}
+
+/// The metadata of a checkpoint held in memory (`path` names it in messages).
+fn parse_checkpoint_info(bytes: &[u8], path: &Path) -> Result<CheckpointInfo> {
+    let (_, meta) = SafeTensors::read_metadata(bytes)
         .map_err(|e| Error::checkpoint(path, format!("not a valid safetensors file: {e}")))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
     match metadata.get("format") {
@@ -215,6 +252,20 @@ pub fn load_checkpoint<B: Backend>(
 ) -> Result<(ShapesModel<B>, CheckpointInfo)> {
     let info = read_checkpoint_info(path)?;
     let weights = Weights::from_store(TensorStore::open(&[path.to_path_buf()])?);
+    let model = ShapesModel::new(&weights.root(device), &info.config)?;
+    weights.finish()?;
+    Ok((model, info))
+}
+
+/// Loads a checkpoint embedded in the program (`include_bytes!` of a file written by
+/// [`save_checkpoint`] or [`save_checkpoint_as`]); `name` stands for its path in messages.
+pub fn load_checkpoint_static<B: Backend>(
+    name: &str,
+    bytes: &'static [u8],
+    device: &B::Device,
+) -> Result<(ShapesModel<B>, CheckpointInfo)> {
+    let info = parse_checkpoint_info(bytes, Path::new(name))?;
+    let weights = Weights::from_store(TensorStore::from_static(name, bytes)?);
     let model = ShapesModel::new(&weights.root(device), &info.config)?;
     weights.finish()?;
     Ok((model, info))

@@ -6,6 +6,9 @@
 //! - [`Trainer`] / [`train`]: ε-prediction MSE, t ~ U{0..999}, label dropout to the null label,
 //!   AdamW (PyTorch defaults) with linear warm-up, EMA, deterministic given a seed, loss log.
 //! - [`ShapesDenoiser`]: the model as a `selfcascade_core::Denoiser` (with CFG), for the samplers.
+//! - [`pipeline`]: generation by every method (`direct`, `attn-sf`, `scalecrafter`, `self-cascade`)
+//!   through `selfcascade-sd`'s `UNetSampling`, the Stable Diffusion pipeline's own code path.
+//! - [`default_model`]: the trained model embedded in the crate (`selfcascade generate`'s default).
 //! - [`save_checkpoint`] / [`load_checkpoint`]: one safetensors file with diffusers-style names,
 //!   written atomically, loaded strictly through `selfcascade_sd::load::Weights`.
 //!
@@ -26,21 +29,27 @@ pub mod config;
 pub mod data;
 pub mod denoiser;
 pub mod ema;
+pub mod embedded;
 pub mod error;
+pub mod eval;
 pub mod model;
+pub mod pipeline;
 pub mod schedule;
 pub mod train;
 
 pub use checkpoint::{
-    load_checkpoint, named_parameters, read_checkpoint_info, save_checkpoint, CheckpointInfo,
-    NamedTensor,
+    load_checkpoint, load_checkpoint_static, named_parameters, read_checkpoint_info,
+    save_checkpoint, save_checkpoint_as, CheckpointInfo, NamedTensor, Precision,
 };
 pub use config::ShapesModelConfig;
 pub use data::{render_batch, ImageBatch};
 pub use denoiser::ShapesDenoiser;
 pub use ema::Ema;
+pub use embedded::{default_model, DEFAULT_MODEL_NAME};
 pub use error::{Error, Result};
+pub use eval::{evaluate, EvalOptions, EvalReport, EvalRow, RowImages};
 pub use model::{LabelEmbedding, ShapesModel};
+pub use pipeline::{default_request, to_images, DEFAULT_GUIDANCE, DEFAULT_STEPS};
 pub use schedule::NoiseSchedule;
 pub use train::{
     epsilon_loss, noise_batch, pytorch_adamw, train, NoisedBatch, RunOptions, StepRecord,

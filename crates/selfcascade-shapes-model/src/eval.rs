@@ -1,0 +1,341 @@
+//! The paper's Table 1 in miniature: every method at several pixel scales on the same seeds, measured by
+//! `selfcascade-shapes` (objects per image, object size, caption match) and timed.
+//!
+//! Sample i of every row uses the scene label of `Scene::sample(derive_seed(seed, LABELS, i))` and the
+//! noise seed `derive_seed(seed, NOISE, i)` (streams no training step uses), whatever the method and
+//! scale, so rows compare the same draws.
+
+use crate::data::derive_seed;
+use crate::error::{Error, Result};
+use crate::model::ShapesModel;
+use crate::pipeline::{default_request, DEFAULT_GUIDANCE, DEFAULT_STEPS};
+use burn::tensor::backend::Backend;
+use selfcascade_core::Progress;
+use selfcascade_sd::pipeline::Method;
+use selfcascade_shapes::{
+    measure, summarize, Expected, Measurement, RgbImage, Scene, SceneLabel, SceneObject, Shape,
+    SIZE_MAX, SIZE_MIN,
+};
+use serde::{Deserialize, Serialize};
+use std::ops::ControlFlow;
+use std::time::Instant;
+
+/// What to evaluate.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// Methods, one row each per scale.
+    pub methods: Vec<Method>,
+    /// Target pixel counts as multiples of the base pixel count (4 = 2× the side, 16 = 4×); each must
+    /// be a perfect square so the target stays square.
+    pub pixel_scales: Vec<usize>,
+    /// Images per row.
+    pub samples: usize,
+    /// Seed of the labels and the noise.
+    pub seed: u64,
+    /// Images sampled together (memory vs speed; results do not depend on it).
+    pub batch: usize,
+    /// Also evaluate the model at its base size (the ceiling of every method; reported as method
+    /// `base`, pixel scale 1).
+    pub include_base: bool,
+    /// DDIM steps of the full schedule.
+    pub steps: usize,
+    /// Classifier-free guidance scale.
+    pub guidance: f64,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self {
+            methods: Method::TUNING_FREE.to_vec(),
+            pixel_scales: vec![4, 16],
+            samples: 32,
+            seed: 0,
+            batch: 8,
+            include_base: true,
+            steps: DEFAULT_STEPS,
+            guidance: DEFAULT_GUIDANCE,
+        }
+    }
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalRow {
+    /// Method name as in `selfcascade generate --method` (`base`: the model at its training size).
+    pub method: String,
+    /// Target pixels / base pixels.
+    pub pixel_scale: usize,
+    /// Target width in pixels.
+    pub width: usize,
+    /// Target height in pixels.
+    pub height: usize,
+    /// Images measured.
+    pub samples: usize,
+    /// Parameters trained for the method (0: tuning-free).
+    pub trainable_parameters: usize,
+    /// Training steps of the method (0: tuning-free).
+    pub training_steps: usize,
+    /// Wall time per image in seconds (batched as `EvalOptions::batch`).
+    pub seconds_per_image: f64,
+    /// Wall time relative to `direct` at the same scale (when `direct` was evaluated).
+    pub time_vs_direct: Option<f64>,
+    /// Fraction of images with exactly one object.
+    pub single_object_rate: f64,
+    /// Standard error of `single_object_rate` (binomial, √(p(1−p)/n)).
+    pub single_object_stderr: f64,
+    /// Mean number of objects per image.
+    pub mean_objects: f64,
+    /// Standard error of `mean_objects`.
+    pub mean_objects_stderr: f64,
+    /// Mean relative distance of the largest object's size from the training range (0 inside it), over
+    /// images with at least one object; see [`size_error`].
+    pub mean_size_error: Option<f64>,
+    /// Fraction of images with exactly one object of the caption's shape and colour.
+    pub caption_accuracy: f64,
+    /// Fraction of images with no object.
+    pub empty_rate: f64,
+}
+
+/// The whole table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// Base (training) side in pixels.
+    pub base_side: usize,
+    /// DDIM steps.
+    pub steps: usize,
+    /// Guidance scale.
+    pub guidance: f64,
+    /// Seed of the draws.
+    pub seed: u64,
+    /// Rows, by scale then method.
+    pub rows: Vec<EvalRow>,
+}
+
+/// Images of one row, in sample order (for picture grids).
+#[derive(Debug, Clone)]
+pub struct RowImages {
+    /// Method name.
+    pub method: String,
+    /// Pixel scale.
+    pub pixel_scale: usize,
+    /// The images.
+    pub images: Vec<RgbImage>,
+}
+
+/// The size error of a measured object: how far its equivalent side `size` (fraction of the canvas
+/// side) lies outside the range the world draws for `shape` (sizes 30–60% of the side), relative to
+/// the nearer end; 0 inside the range. Objects repeated at the base scale in a 4×-side image measure
+/// about a quarter of the range, i.e. an error near 0.7.
+pub fn size_error(shape: Shape, size: f64) -> f64 {
+    let side = |s: f32| {
+        SceneObject {
+            shape,
+            color: selfcascade_shapes::ObjectColor::Red,
+            center: (0.5, 0.5),
+            size: s,
+            rotation: 0.0,
+        }
+        .equivalent_side() as f64
+    };
+    let (lo, hi) = (side(SIZE_MIN), side(SIZE_MAX));
+    if size < lo {
+        (lo - size) / lo
+    } else if size > hi {
+        (size - hi) / hi
+    } else {
+        0.0
+    }
+}
+
+/// Seed stream of the evaluation labels.
+const LABELS: u64 = u64::MAX;
+/// Seed stream of the evaluation noise.
+const NOISE: u64 = u64::MAX - 1;
+
+/// The label and noise seed of sample `i`.
+pub fn draw(seed: u64, i: usize) -> (SceneLabel, u64) {
+    let scene = Scene::sample(derive_seed(seed, LABELS, i as u64));
+    (scene.label(), derive_seed(seed, NOISE, i as u64))
+}
+
+fn summarize_row(
+    method: &str,
+    pixel_scale: usize,
+    side: usize,
+    labels: &[SceneLabel],
+    images: &[RgbImage],
+    seconds: f64,
+) -> EvalRow {
+    let ms: Vec<Measurement> = images
+        .iter()
+        .zip(labels)
+        .map(|(img, l)| measure(img, Some(&Expected::from(*l))))
+        .collect();
+    let s = summarize(&ms);
+    let n = ms.len().max(1) as f64;
+    let p = s.single_object_rate as f64;
+    let mean = s.mean_objects as f64;
+    let var = ms
+        .iter()
+        .map(|m| (m.num_objects as f64 - mean).powi(2))
+        .sum::<f64>()
+        / (n - 1.0).max(1.0);
+    let errors: Vec<f64> = ms
+        .iter()
+        .zip(labels)
+        .filter_map(|(m, l)| {
+            m.objects
+                .first()
+                .map(|o| size_error(l.shape, o.size_fraction as f64))
+        })
+        .collect();
+    EvalRow {
+        method: method.to_string(),
+        pixel_scale,
+        width: side,
+        height: side,
+        samples: ms.len(),
+        trainable_parameters: 0,
+        training_steps: 0,
+        seconds_per_image: seconds / n,
+        time_vs_direct: None,
+        single_object_rate: p,
+        single_object_stderr: (p * (1.0 - p) / n).sqrt(),
+        mean_objects: mean,
+        mean_objects_stderr: (var / n).sqrt(),
+        mean_size_error: (!errors.is_empty())
+            .then(|| errors.iter().sum::<f64>() / errors.len() as f64),
+        caption_accuracy: s.caption_match_rate as f64,
+        empty_rate: s.empty_rate as f64,
+    }
+}
+
+/// Progress of an evaluation: which row, and the sampler's progress within the current batch.
+#[derive(Debug, Clone, Copy)]
+pub struct EvalProgress<'a> {
+    /// Method of the current row.
+    pub method: &'a str,
+    /// Pixel scale of the current row.
+    pub pixel_scale: usize,
+    /// Images finished in this row.
+    pub images_done: usize,
+    /// Images of this row.
+    pub images_total: usize,
+    /// The sampler's progress within the current batch.
+    pub step: &'a Progress,
+}
+
+/// Runs the evaluation. Returns the table and the images of every row.
+pub fn evaluate<B: Backend>(
+    model: &ShapesModel<B>,
+    options: &EvalOptions,
+    progress: &mut dyn FnMut(&EvalProgress),
+) -> Result<(EvalReport, Vec<RowImages>)> {
+    if options.samples == 0 || options.batch == 0 {
+        return Err(Error::Config("samples and batch must be positive".into()));
+    }
+    let base = model.config().image_size;
+    let mut sides = Vec::new();
+    for &k in &options.pixel_scales {
+        let r = (k as f64).sqrt().round() as usize;
+        if k == 0 || r * r != k {
+            return Err(Error::Config(format!(
+                "pixel scale {k} is not a perfect square (use 4, 9, 16, …) so the target stays square"
+            )));
+        }
+        sides.push((k, r * base));
+    }
+    let draws: Vec<(SceneLabel, u64)> = (0..options.samples)
+        .map(|i| draw(options.seed, i))
+        .collect();
+    let labels: Vec<SceneLabel> = draws.iter().map(|d| d.0).collect();
+    let mut jobs: Vec<(String, Method, usize, usize)> = Vec::new();
+    if options.include_base {
+        jobs.push(("base".into(), Method::Direct, 1, base));
+    }
+    for &(k, side) in &sides {
+        for m in &options.methods {
+            jobs.push((m.name().to_string(), *m, k, side));
+        }
+    }
+    let mut rows = Vec::new();
+    let mut pictures = Vec::new();
+    for (name, method, k, side) in jobs {
+        let mut request = default_request(side, side, method);
+        request.steps = options.steps;
+        request.guidance = options.guidance;
+        let start = Instant::now();
+        let mut images = Vec::with_capacity(options.samples);
+        for chunk in draws.chunks(options.batch) {
+            let l: Vec<SceneLabel> = chunk.iter().map(|d| d.0).collect();
+            let s: Vec<u64> = chunk.iter().map(|d| d.1).collect();
+            let done = images.len();
+            images.extend(model.generate(&l, &s, &request, &mut |p| {
+                progress(&EvalProgress {
+                    method: &name,
+                    pixel_scale: k,
+                    images_done: done,
+                    images_total: options.samples,
+                    step: p,
+                });
+                ControlFlow::Continue(())
+            })?);
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        rows.push(summarize_row(&name, k, side, &labels, &images, seconds));
+        pictures.push(RowImages {
+            method: name,
+            pixel_scale: k,
+            images,
+        });
+    }
+    let direct: Vec<(usize, f64)> = rows
+        .iter()
+        .filter(|r| r.method == Method::Direct.name())
+        .map(|r| (r.pixel_scale, r.seconds_per_image))
+        .collect();
+    for row in rows.iter_mut().filter(|r| r.pixel_scale > 1) {
+        if let Some((_, t)) = direct.iter().find(|(k, _)| *k == row.pixel_scale) {
+            row.time_vs_direct = Some(row.seconds_per_image / t);
+        }
+    }
+    Ok((
+        EvalReport {
+            base_side: base,
+            steps: options.steps,
+            guidance: options.guidance,
+            seed: options.seed,
+            rows,
+        },
+        pictures,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_error_is_zero_in_the_training_range_and_grows_outside() {
+        for &shape in Shape::ALL {
+            let mid = SceneObject {
+                shape,
+                color: selfcascade_shapes::ObjectColor::Red,
+                center: (0.5, 0.5),
+                size: 0.45,
+                rotation: 0.0,
+            }
+            .equivalent_side() as f64;
+            assert_eq!(size_error(shape, mid), 0.0);
+            let quarter = size_error(shape, mid / 4.0);
+            assert!(quarter > 0.55 && quarter < 0.8, "{shape:?}: {quarter}");
+            assert!(size_error(shape, 0.99) > 0.0);
+        }
+    }
+
+    #[test]
+    fn draws_are_fixed_by_the_seed() {
+        assert_eq!(draw(3, 5), draw(3, 5));
+        assert_ne!(draw(3, 5), draw(4, 5));
+    }
+}
