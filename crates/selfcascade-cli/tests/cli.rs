@@ -1,18 +1,8 @@
 //! End-to-end tests of the `selfcascade` binary.
 
-use std::process::Command;
+mod common;
 
-fn selfcascade(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_selfcascade"))
-        .args(args)
-        .output()
-        .expect("binary runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::selfcascade;
 
 #[test]
 fn plan_prints_stage_sizes() {

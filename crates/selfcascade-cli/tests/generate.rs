@@ -1,6 +1,9 @@
 //! End-to-end `selfcascade generate` and `inspect` on the tiny random-weight pipelines of the
 //! fixtures (diffusers folders made by tools/oracle/models.py), with a tiny byte-level tokenizer added.
 
+mod common;
+
+use common::selfcascade;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -8,23 +11,8 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../selfcascade-sd/tests/fixtures")
 }
 
-fn selfcascade(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_selfcascade"))
-        .args(args)
-        .output()
-        .expect("binary runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("selfcascade-gen-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::tmp("gen", name)
 }
 
 fn copy_dir(from: &Path, to: &Path) {

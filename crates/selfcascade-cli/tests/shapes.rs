@@ -1,25 +1,12 @@
 //! `selfcascade generate` without `--model` (the embedded shapes model) and `selfcascade shapes eval`.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-fn selfcascade(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_selfcascade"))
-        .args(args)
-        .output()
-        .expect("binary runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::selfcascade;
+use std::path::PathBuf;
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("selfcascade-shapes-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::tmp("shapes", name)
 }
 
 fn png_info(path: &std::path::Path) -> ((u32, u32), Vec<(String, String)>) {

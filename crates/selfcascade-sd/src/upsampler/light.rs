@@ -1,7 +1,7 @@
 //! A lightweight time-aware feature upsampler within the paper's parameter budget (the paper reports
 //! 0.002M trainable parameters for SD 2.1; the released ResBlocks have 145.5M).
 
-use super::{check_call, write_safetensors, NamedTensor};
+use super::{build_strict, check_call, save_with_config, NamedTensor};
 use crate::error::{Error, Result};
 use crate::load::{Init, TensorStore, Vb, Weights};
 use crate::nn::{kernels, Linear};
@@ -10,7 +10,6 @@ use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, Tensor};
 use selfcascade_core::FeatureUpsampler;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::path::Path;
 
 /// Value of the `format` metadata key of safetensors files written by [`LightUpsampler`].
@@ -156,10 +155,9 @@ impl<B: Backend> LightUpsampler<B> {
         config: &LightUpsamplerConfig,
         device: &B::Device,
     ) -> Result<Self> {
-        let weights = Weights::from_store(TensorStore::open(&[path.to_path_buf()])?);
-        let model = Self::new(&weights.root(device), config)?;
-        weights.finish()?;
-        Ok(model)
+        build_strict(TensorStore::open(&[path.to_path_buf()])?, device, |vb| {
+            Self::new(vb, config)
+        })
     }
 
     /// Every parameter under its checkpoint name (`time_proj.weight` as `[2, D]`).
@@ -182,14 +180,7 @@ impl<B: Backend> LightUpsampler<B> {
 
     /// Writes the parameters as float32 safetensors with the config in the metadata.
     pub fn save_safetensors(&self, path: &Path) -> Result<()> {
-        let mut metadata = HashMap::new();
-        metadata.insert("format".to_string(), FORMAT.to_string());
-        metadata.insert(
-            "config".to_string(),
-            serde_json::to_string(&self.config)
-                .map_err(|e| Error::Weights(format!("cannot encode the config: {e}")))?,
-        );
-        write_safetensors(path, &self.named_tensors(), metadata)
+        save_with_config(path, &self.named_tensors(), FORMAT, &self.config)
     }
 
     /// The sizes the upsampler was built with.

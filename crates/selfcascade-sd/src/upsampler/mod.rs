@@ -98,6 +98,35 @@ pub(crate) fn check_call<B: Backend>(
 
 /// Writes `tensors` as float32 safetensors with `metadata`, atomically (a temporary sibling, synced,
 /// then renamed), so a reader never sees a partial file.
+/// Writes `tensors` as float32 safetensors with `format` and the JSON of `config` in the metadata.
+pub(crate) fn save_with_config<C: serde::Serialize>(
+    path: &Path,
+    tensors: &[NamedTensor],
+    format: &str,
+    config: &C,
+) -> Result<()> {
+    let mut metadata = HashMap::new();
+    metadata.insert("format".to_string(), format.to_string());
+    metadata.insert(
+        "config".to_string(),
+        serde_json::to_string(config)
+            .map_err(|e| Error::Weights(format!("cannot encode the config: {e}")))?,
+    );
+    write_safetensors(path, tensors, metadata)
+}
+
+/// Builds a module from `store` with `build`, strictly: every tensor of the store must be used.
+pub(crate) fn build_strict<B: Backend, T>(
+    store: crate::load::TensorStore,
+    device: &B::Device,
+    build: impl FnOnce(&crate::load::Vb<B>) -> Result<T>,
+) -> Result<T> {
+    let weights = crate::load::Weights::from_store(store);
+    let model = build(&weights.root(device))?;
+    weights.finish()?;
+    Ok(model)
+}
+
 pub(crate) fn write_safetensors(
     path: &Path,
     tensors: &[NamedTensor],

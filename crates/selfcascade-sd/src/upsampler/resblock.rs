@@ -1,7 +1,7 @@
 //! The released feature upsamplers: per injection point n, `feature_upsampler{n}` =
 //! [ResBlock(C, up = True), ResBlock(C)], latent-diffusion style.
 
-use super::{check_call, write_safetensors, NamedTensor};
+use super::{build_strict, check_call, save_with_config, NamedTensor};
 use crate::error::{Error, Result};
 use crate::load::{Init, TensorStore, Vb, Weights};
 use crate::nn::{kernels, Conv2d, GroupNorm, Linear};
@@ -10,7 +10,6 @@ use burn::module::Module;
 use burn::tensor::{backend::Backend, Tensor};
 use selfcascade_core::FeatureUpsampler;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::path::Path;
 
 /// Value of the `format` metadata key of safetensors files written by [`ResBlockUpsampler`].
@@ -296,10 +295,7 @@ impl<B: Backend> ResBlockUpsampler<B> {
         config: &ResBlockUpsamplerConfig,
         device: &B::Device,
     ) -> Result<Self> {
-        let weights = Weights::from_store(store);
-        let model = Self::new(&weights.root(device), config)?;
-        weights.finish()?;
-        Ok(model)
+        build_strict(store, device, |vb| Self::new(vb, config))
     }
 
     /// Every parameter under its checkpoint name, in PyTorch's layout.
@@ -316,14 +312,7 @@ impl<B: Backend> ResBlockUpsampler<B> {
     /// Writes the parameters as float32 safetensors under the checkpoint names (readable by
     /// [`Self::load_safetensors`]), with the config in the metadata.
     pub fn save_safetensors(&self, path: &Path) -> Result<()> {
-        let mut metadata = HashMap::new();
-        metadata.insert("format".to_string(), FORMAT.to_string());
-        metadata.insert(
-            "config".to_string(),
-            serde_json::to_string(&self.config)
-                .map_err(|e| Error::Weights(format!("cannot encode the config: {e}")))?,
-        );
-        write_safetensors(path, &self.named_tensors(), metadata)
+        save_with_config(path, &self.named_tensors(), FORMAT, &self.config)
     }
 
     /// The sizes the upsamplers were built with.
