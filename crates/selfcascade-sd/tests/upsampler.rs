@@ -1,6 +1,7 @@
 //! The tuned self-cascade's feature upsamplers: `ResBlockUpsampler` (the released architecture) against
 //! PyTorch (fixtures written by `tools/oracle/feature_upsampler.py`), loading from `.pth` and
-//! safetensors, strict loading errors, and `LightUpsampler`'s budget, initialisation and time-awareness.
+//! safetensors, strict loading errors, saving `.pth`, and `LightUpsampler`'s budget, initialisation and
+//! time-awareness.
 //!
 //! Mutation checks done by hand once (each made the four PyTorch comparisons below fail, then was
 //! reverted; the first failing point shown, against a tolerance of 1e-5 relative L2 for φ_n and
@@ -17,13 +18,13 @@
 //! ten.)
 
 use burn::backend::Flex;
-use burn::module::{Module, Param};
+use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Tensor, TensorData};
 use selfcascade_core::FeatureUpsampler;
-use selfcascade_sd::load::TensorStore;
+use selfcascade_sd::load::{write_pth_state_dict, TensorStore};
 use selfcascade_sd::unet::{resize_nearest, PivotInjection, UNet2DConditionModel, UNetHooks};
 use selfcascade_sd::upsampler::{
-    LightUpsampler, LightUpsamplerConfig, ResBlockUpsampler, ResBlockUpsamplerConfig,
+    LightUpsampler, LightUpsamplerConfig, NamedTensor, ResBlockUpsampler, ResBlockUpsamplerConfig,
 };
 use std::path::{Path, PathBuf};
 
@@ -508,4 +509,163 @@ fn light_upsampler_safetensors_round_trip_is_strict() {
         err.contains("light_upsampler.time_proj.weight") && err.contains("missing"),
         "{err}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Writing `.pth` (the release's `upsampler_only.pth` layout). `tools/oracle/check_pth_write.py` checks
+// the files with `torch.load(weights_only=True)`: run
+// `SELFCASCADE_PTH_CHECK_DIR=DIR cargo test -p selfcascade-sd --test upsampler save_pth` first.
+
+/// Replaces every parameter with pseudo-random float32 bit patterns (all finite; the first parameter
+/// starts with −0, the smallest subnormal, the smallest normal and the largest value), so that a
+/// swapped, zeroed, transposed or rounded tensor shows in a bit-for-bit comparison.
+struct Scramble {
+    state: u64,
+    first: bool,
+}
+
+impl ModuleMapper<B> for Scramble {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, t, mapper) = param.consume();
+        let dims = t.dims();
+        let mut v: Vec<f32> = (0..dims.iter().product::<usize>())
+            .map(|_| {
+                self.state = self
+                    .state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let x = f32::from_bits((self.state >> 32) as u32);
+                if x.is_finite() {
+                    x
+                } else {
+                    1.5
+                }
+            })
+            .collect();
+        if std::mem::take(&mut self.first) {
+            let special = [-0.0, f32::from_bits(1), f32::MIN_POSITIVE, f32::MAX];
+            let k = special.len().min(v.len());
+            v[..k].copy_from_slice(&special[..k]);
+        }
+        let t = Tensor::from_data(TensorData::new(v, dims), &t.device());
+        Param::from_mapped_value(id, t, mapper)
+    }
+}
+
+fn scrambled(config: &ResBlockUpsamplerConfig, seed: u64) -> ResBlockUpsampler<B> {
+    ResBlockUpsampler::<B>::init(config, seed, &Default::default())
+        .unwrap()
+        .map(&mut Scramble {
+            state: seed,
+            first: true,
+        })
+}
+
+fn assert_bitwise_equal(got: &[NamedTensor], want: &[NamedTensor]) {
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!((&g.name, &g.shape), (&w.name, &w.shape));
+        let bits = |t: &NamedTensor| t.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert!(bits(g) == bits(w), "{}: values differ", g.name);
+    }
+}
+
+/// A fresh, empty scratch folder (removed by the caller).
+fn scratch(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("upsampler-{label}-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn save_pth_round_trips_bit_for_bit() {
+    let dev = Default::default();
+    let keep = std::env::var_os("SELFCASCADE_PTH_CHECK_DIR").map(PathBuf::from);
+    let dir = match &keep {
+        Some(d) => {
+            std::fs::create_dir_all(d).unwrap();
+            d.clone()
+        }
+        None => scratch("save-pth"),
+    };
+    let path = dir.join("resblock.pth");
+    // An existing file is replaced.
+    scrambled(&tiny_config(), 1).save_pth(&path).unwrap();
+    let up = scrambled(&tiny_config(), 2);
+    up.save_pth(&path).unwrap();
+    let again = ResBlockUpsampler::<B>::load_pth(&path, &tiny_config(), &dev).unwrap();
+    assert_bitwise_equal(&again.named_tensors(), &up.named_tensors());
+    assert_eq!(again.named_tensors().len(), 2 * 2 * 10);
+    // The upsamplers of the tiny UNet, with the shapes of the release at its widths.
+    let wide = scrambled(&config(), 3);
+    let wide_path = dir.join("resblock_unet.pth");
+    wide.save_pth(&wide_path).unwrap();
+    let again = ResBlockUpsampler::<B>::load_pth(&wide_path, &config(), &dev).unwrap();
+    assert_bitwise_equal(&again.named_tensors(), &wide.named_tensors());
+    if keep.is_some() {
+        // The same modules as safetensors, for tools/oracle/check_pth_write.py to compare against.
+        up.save_safetensors(&dir.join("resblock.safetensors"))
+            .unwrap();
+        wide.save_safetensors(&dir.join("resblock_unet.safetensors"))
+            .unwrap();
+        eprintln!("wrote {}", dir.display());
+    } else {
+        assert_eq!(entries(&dir), ["resblock.pth", "resblock_unet.pth"]);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+#[test]
+fn save_pth_failures_are_errors_and_leave_no_file() {
+    let up = scrambled(&tiny_config(), 4);
+    let dir = scratch("save-pth-errors");
+    // The folder does not exist.
+    let path = dir.join("no-such-folder").join("up.pth");
+    let err = up.save_pth(&path).unwrap_err();
+    assert!(
+        matches!(err, selfcascade_sd::Error::Io { .. })
+            && err.to_string().contains("no-such-folder"),
+        "{err}"
+    );
+    assert!(entries(&dir).is_empty(), "{:?}", entries(&dir));
+    // The rename fails (the target is a non-empty folder) after the whole file was written: the
+    // temporary file is removed.
+    let target = dir.join("taken.pth");
+    std::fs::create_dir_all(target.join("inside")).unwrap();
+    let err = up.save_pth(&target).unwrap_err();
+    assert!(err.to_string().contains("taken.pth"), "{err}");
+    assert_eq!(entries(&dir), ["taken.pth"]);
+    assert_eq!(entries(&target), ["inside"]);
+    // Tensors that cannot be written: nothing is created.
+    let path = dir.join("bad.pth");
+    let mut tensors = up.named_tensors();
+    tensors[3].data.pop();
+    let err = write_pth_state_dict(&path, &tensors)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&tensors[3].name) && err.contains("bad.pth"),
+        "{err}"
+    );
+    let mut tensors = up.named_tensors();
+    tensors[5].name = tensors[2].name.clone();
+    let err = write_pth_state_dict(&path, &tensors)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&tensors[2].name) && err.contains("twice"),
+        "{err}"
+    );
+    assert_eq!(entries(&dir), ["taken.pth"]);
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -1,15 +1,57 @@
 //! Weight loading: safetensors files (single, sharded, fp16/bf16 variants), PyTorch checkpoints
-//! ([`TensorStore::open_pth`]) and strict name accounting.
+//! ([`TensorStore::open_pth`]) and strict name accounting; writing PyTorch checkpoints
+//! ([`write_pth_state_dict`]) and the atomic file writes shared by every saver.
 
 mod pth;
+mod pth_write;
 mod store;
 mod vb;
 
+pub use pth_write::write_pth_state_dict;
 pub use store::{find_weight_files, HostTensor, TensorStore};
 pub use vb::{Init, Vb, Weights};
 
 use crate::error::{Error, Result};
 use std::path::Path;
+
+/// Writes `path` atomically: `write` fills a temporary sibling (`.{name}.tmp-{pid}-{n}` in the same
+/// folder), which is synced and then renamed over `path`, so a reader sees the old file or the complete
+/// new one, never a partial one. On any error the temporary is removed, `path` is left as it was and the
+/// error (an [`Error::Io`]) names `path`.
+pub(crate) fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // Distinguishes concurrent writes of one process to the same path (parallel tests).
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| Error::Weights(format!("{}: not a file path", path.display())))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let tmp = dir.join(tmp_name);
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        write(&mut f)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
 
 /// Opens the weights of a component folder (`unet/`, `vae/`, `text_encoder/`, …).
 pub fn open_component(dir: &Path, variant: Option<&str>) -> Result<Weights> {

@@ -58,6 +58,26 @@ impl NamedTensor {
             .unwrap_or_default();
         Self { name, shape, data }
     }
+
+    /// Checks that the values fill the shape: an [`Error::Weights`] naming `path` and the tensor
+    /// otherwise (a parameter that could not be read as float32 has no values).
+    pub(crate) fn check(&self, path: &Path) -> Result<()> {
+        if self.data.len() == self.shape.iter().product::<usize>() {
+            return Ok(());
+        }
+        Err(Error::Weights(format!(
+            "{}: parameter `{}` of shape {:?} could not be read as float32 ({} values)",
+            path.display(),
+            self.name,
+            self.shape,
+            self.data.len()
+        )))
+    }
+
+    /// The values as little-endian float32 bytes.
+    pub(crate) fn le_bytes(&self) -> Vec<u8> {
+        self.data.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
 }
 
 /// Checks a call φ_n(features, temb) → `size` against the upsampler's points, channels and embedding
@@ -96,8 +116,6 @@ pub(crate) fn check_call<B: Backend>(
     Ok(())
 }
 
-/// Writes `tensors` as float32 safetensors with `metadata`, atomically (a temporary sibling, synced,
-/// then renamed), so a reader never sees a partial file.
 /// Writes `tensors` as float32 safetensors with `format` and the JSON of `config` in the metadata.
 pub(crate) fn save_with_config<C: serde::Serialize>(
     path: &Path,
@@ -127,6 +145,8 @@ pub(crate) fn build_strict<B: Backend, T>(
     Ok(model)
 }
 
+/// Writes `tensors` as float32 safetensors with `metadata`, atomically
+/// ([`crate::load::write_atomically`]), so a reader never sees a partial file.
 pub(crate) fn write_safetensors(
     path: &Path,
     tensors: &[NamedTensor],
@@ -135,13 +155,8 @@ pub(crate) fn write_safetensors(
     let bad = |m: String| Error::Weights(format!("{}: {m}", path.display()));
     let mut raw: Vec<Vec<u8>> = Vec::with_capacity(tensors.len());
     for t in tensors {
-        if t.data.len() != t.shape.iter().product::<usize>() {
-            return Err(bad(format!(
-                "parameter `{}` could not be read as float32",
-                t.name
-            )));
-        }
-        raw.push(t.data.iter().flat_map(|v| v.to_le_bytes()).collect());
+        t.check(path)?;
+        raw.push(t.le_bytes());
     }
     let mut views = Vec::with_capacity(tensors.len());
     for (t, bytes) in tensors.iter().zip(&raw) {
@@ -151,25 +166,5 @@ pub(crate) fn write_safetensors(
     }
     let data = safetensors::serialize(views, Some(metadata))
         .map_err(|e| bad(format!("cannot serialise: {e}")))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| bad("not a file path".into()))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let written = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        f.write_all(&data).map_err(|e| Error::io(&tmp, e))?;
-        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    crate::load::write_atomically(path, |f| f.write_all(&data))
 }

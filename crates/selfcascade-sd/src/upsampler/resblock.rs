@@ -3,7 +3,7 @@
 
 use super::{build_strict, check_call, save_with_config, NamedTensor};
 use crate::error::{Error, Result};
-use crate::load::{Init, TensorStore, Vb, Weights};
+use crate::load::{write_pth_state_dict, Init, TensorStore, Vb, Weights};
 use crate::nn::{kernels, Conv2d, GroupNorm, Linear};
 use crate::unet::{resize_nearest, UNet2DConditionModel};
 use burn::module::Module;
@@ -313,6 +313,15 @@ impl<B: Backend> ResBlockUpsampler<B> {
     /// [`Self::load_safetensors`]), with the config in the metadata.
     pub fn save_safetensors(&self, path: &Path) -> Result<()> {
         save_with_config(path, &self.named_tensors(), FORMAT, &self.config)
+    }
+
+    /// Writes the parameters as a PyTorch checkpoint in the release's `upsampler_only.pth` layout:
+    /// `torch.load(path, weights_only=True)` gives `{"state_dict": OrderedDict(...)}` with every
+    /// parameter as a contiguous float32 tensor under its checkpoint name and PyTorch shape (the
+    /// authors' code and [`Self::load_pth`] read it). Written atomically; the config is not stored
+    /// (the release's file has none), so loading needs it again.
+    pub fn save_pth(&self, path: &Path) -> Result<()> {
+        write_pth_state_dict(path, &self.named_tensors())
     }
 
     /// The sizes the upsamplers were built with.
