@@ -124,7 +124,7 @@ pub fn run(args: GenerateArgs) -> CliResult {
 /// A folder as given, or a Hub repo id (`org/name`) resolved to its snapshot in the local Hugging Face
 /// cache; a repo that is not cached is downloaded (its configs, tokenizers and safetensors weights
 /// only) unless `HF_HUB_OFFLINE=1` or the build has no `download` feature.
-fn resolve_model(model: &Path, variant: Option<&str>) -> CliResult<PathBuf> {
+pub(crate) fn resolve_model(model: &Path, variant: Option<&str>) -> CliResult<PathBuf> {
     if model.is_dir() {
         return Ok(model.to_path_buf());
     }

@@ -7,6 +7,7 @@ mod output;
 mod plan;
 mod shapes;
 mod tensors;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ enum Command {
     /// The shapes world: evaluate every method on the embedded model.
     #[command(subcommand)]
     Shapes(shapes::ShapesCommand),
+    /// Train the tuned method's feature upsamplers on captioned images (the model stays frozen).
+    TrainUpsampler(train::TrainArgs),
 }
 
 /// A command's failure: one line for the user.
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => plan::run(args),
         Command::Inspect(cmd) => inspect::run(cmd),
         Command::Shapes(cmd) => shapes::run(cmd),
+        Command::TrainUpsampler(args) => train::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -524,3 +524,120 @@ fn a_hub_repo_id_resolves_through_the_local_cache() {
         "{err}"
     );
 }
+
+/// Writes an RGB PNG of `w`×`h` pixels with a colour gradient seeded by `k`.
+fn write_test_png(path: &Path, w: u32, h: u32, k: u32) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut writer = enc.write_header().unwrap();
+    let data: Vec<u8> = (0..w * h)
+        .flat_map(|i| {
+            let (x, y) = (i % w, i / w);
+            [(x * 5 + k * 40) as u8, (y * 5) as u8, ((x + y) * k) as u8]
+        })
+        .collect();
+    writer.write_image_data(&data).unwrap();
+}
+
+#[test]
+fn train_upsampler_trains_checkpoints_and_resumes() {
+    let model = sd15_with_tokenizer("train-model");
+    let root = tmp("train");
+    let data = root.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for (k, caption) in ["a red square", "a blue circle", "a green triangle"]
+        .iter()
+        .enumerate()
+    {
+        write_test_png(
+            &data.join(format!("{k}.png")),
+            40 + 8 * k as u32,
+            48,
+            k as u32 + 1,
+        );
+        std::fs::write(data.join(format!("{k}.txt")), caption).unwrap();
+    }
+    let run = root.join("run");
+    let args = |steps: &'static str, resume: bool| {
+        let mut a = vec![
+            "train-upsampler",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+            "--size",
+            "64x64",
+            "--steps",
+            steps,
+            "--batch-size",
+            "2",
+            "--checkpoint-every",
+            "2",
+            "--lr",
+            "1e-3",
+            "--quiet",
+        ];
+        if resume {
+            a.push("--resume");
+        }
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let call = |a: Vec<String>| {
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        common::selfcascade(&refs)
+    };
+    let (ok, _, err) = call(args("4", false));
+    assert!(ok, "{err}");
+    let log = std::fs::read_to_string(run.join("loss.csv")).unwrap();
+    assert_eq!(log.lines().count(), 5, "{log}");
+    assert!(log.starts_with("step,loss,learning_rate,timesteps,dropped\n1,"));
+    assert!(run.join("upsampler.safetensors").is_file());
+    assert!(run.join("checkpoints/step-00000004/state.json").is_file());
+    let cached = std::fs::read_dir(run.join("cache")).unwrap().count();
+    assert_eq!(cached, 3, "one cached latent pair per image");
+
+    // Resuming continues the log (the first four rows unchanged) up to the new step count.
+    let (ok, _, err) = call(args("6", true));
+    assert!(ok, "{err}");
+    let resumed = std::fs::read_to_string(run.join("loss.csv")).unwrap();
+    assert_eq!(resumed.lines().count(), 7, "{resumed}");
+    assert!(resumed.starts_with(&log), "{log}\n---\n{resumed}");
+
+    // The trained weights drive the tuned method.
+    let out = root.join("tuned.png");
+    let (ok, _, err) = common::selfcascade(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "a red square",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--steps",
+        "4",
+        "--scheduler",
+        "ddim",
+        "--method",
+        "self-cascade-tuned",
+        "--upsamplers",
+        run.join("upsampler.safetensors").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.is_file());
+
+    // An image without a caption is named in a one-line error; nothing is trained.
+    std::fs::remove_file(data.join("1.txt")).unwrap();
+    let (ok, _, err) = call(args("8", true));
+    assert!(!ok);
+    assert!(err.contains("1.txt") && err.contains("no caption"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -12,6 +12,7 @@ pub mod error;
 pub mod load;
 pub mod nn;
 pub mod pipeline;
+pub mod train;
 pub mod unet;
 pub mod upsampler;
 pub mod vae;

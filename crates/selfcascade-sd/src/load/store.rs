@@ -36,6 +36,7 @@ struct MappedFile {
 pub struct TensorStore {
     files: Vec<MappedFile>,
     index: BTreeMap<String, (usize, TensorInfo)>,
+    metadata: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for TensorStore {
@@ -69,6 +70,7 @@ impl TensorStore {
         let mut store = Self {
             files: Vec::new(),
             index: BTreeMap::new(),
+            metadata: BTreeMap::new(),
         };
         for path in paths {
             let file = File::open(path).map_err(|e| Error::io(path, e))?;
@@ -85,6 +87,7 @@ impl TensorStore {
         let mut store = Self {
             files: Vec::new(),
             index: BTreeMap::new(),
+            metadata: BTreeMap::new(),
         };
         store.add(PathBuf::from(name), Bytes::Static(bytes))?;
         Ok(store)
@@ -95,6 +98,7 @@ impl TensorStore {
         let mut store = Self {
             files: Vec::new(),
             index: BTreeMap::new(),
+            metadata: BTreeMap::new(),
         };
         store.add(origin, Bytes::Owned(bytes))?;
         Ok(store)
@@ -107,6 +111,10 @@ impl TensorStore {
                 path.display()
             ))
         })?;
+        if let Some(m) = meta.metadata() {
+            self.metadata
+                .extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
         let data_start = 8 + header;
         let data_len = map.len() - data_start.min(map.len());
         for (name, info) in meta.tensors() {
@@ -133,6 +141,11 @@ impl TensorStore {
             data_start,
         });
         Ok(())
+    }
+
+    /// The value of `key` in the files' `__metadata__` (a later file's value wins).
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).map(String::as_str)
     }
 
     /// Names of every tensor.
