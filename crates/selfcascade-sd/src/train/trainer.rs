@@ -261,9 +261,18 @@ where
         Ok((prediction - target).square().mean())
     }
 
-    /// Runs one optimizer step on `data`.
+    /// Runs one optimizer step on `data` with the draws of the current step ([`Self::draws`]).
     pub fn step(&mut self, data: &TrainingSet<A::InnerBackend>) -> Result<StepReport> {
         let draws = self.draws(self.step, data.examples.len(), data.latent_shape()?)?;
+        self.step_with(data, draws)
+    }
+
+    /// Runs one optimizer step on `data` with explicit `draws` (examples, timesteps, dropout, noise).
+    pub fn step_with(
+        &mut self,
+        data: &TrainingSet<A::InnerBackend>,
+        draws: StepDraws,
+    ) -> Result<StepReport> {
         let loss = self.loss(data, &draws)?;
         let value: f64 = loss.clone().into_scalar().elem();
         if !value.is_finite() {
