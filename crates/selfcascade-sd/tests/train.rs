@@ -232,3 +232,26 @@ fn bad_training_sets_are_errors() {
         .to_string()
         .contains("caption 9"));
 }
+
+/// `--gradient-checkpointing` trains on `Autodiff<Flex, BalancedCheckpointing>`, which recomputes
+/// activations in the backward pass instead of keeping them: the same steps must give the same Φ.
+#[test]
+fn gradient_checkpointing_trains_the_same() {
+    use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+    type C = Autodiff<Flex, BalancedCheckpointing>;
+    let data = data();
+    let device = Default::default();
+    let unet = UNet2DConditionModel::<C>::load(&model_dir().join("unet"), None, &device).unwrap();
+    let up = LightUpsampler::<C>::init(&LightUpsamplerConfig::for_unet(&unet), 11, &device).unwrap();
+    let mut checkpointed = UpsamplerTrainer::new(unet, up, &scheduler(), config(3), &device).unwrap();
+    let mut plain = trainer(config(3));
+    for _ in 0..3 {
+        let a = checkpointed.step(&data).unwrap();
+        let b = plain.step(&data).unwrap();
+        assert!((a.loss - b.loss).abs() <= 1e-6 * b.loss, "{} vs {}", a.loss, b.loss);
+    }
+    let (a, b) = (params(checkpointed.upsampler()), params(plain.upsampler()));
+    for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
+        assert!((x - y).abs() <= 1e-6, "{x} vs {y}");
+    }
+}
