@@ -242,16 +242,59 @@ fn gradient_checkpointing_trains_the_same() {
     let data = data();
     let device = Default::default();
     let unet = UNet2DConditionModel::<C>::load(&model_dir().join("unet"), None, &device).unwrap();
-    let up = LightUpsampler::<C>::init(&LightUpsamplerConfig::for_unet(&unet), 11, &device).unwrap();
-    let mut checkpointed = UpsamplerTrainer::new(unet, up, &scheduler(), config(3), &device).unwrap();
+    let up =
+        LightUpsampler::<C>::init(&LightUpsamplerConfig::for_unet(&unet), 11, &device).unwrap();
+    let mut checkpointed =
+        UpsamplerTrainer::new(unet, up, &scheduler(), config(3), &device).unwrap();
     let mut plain = trainer(config(3));
     for _ in 0..3 {
         let a = checkpointed.step(&data).unwrap();
         let b = plain.step(&data).unwrap();
-        assert!((a.loss - b.loss).abs() <= 1e-6 * b.loss, "{} vs {}", a.loss, b.loss);
+        assert!(
+            (a.loss - b.loss).abs() <= 1e-6 * b.loss,
+            "{} vs {}",
+            a.loss,
+            b.loss
+        );
     }
     let (a, b) = (params(checkpointed.upsampler()), params(plain.upsampler()));
     for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
         assert!((x - y).abs() <= 1e-6, "{x} vs {y}");
     }
+}
+
+/// Data-parallel training (`set_devices`) splits each batch into per-device shards whose gradients
+/// burn's multi-device optimizer step sums: with two replicas (both on the CPU here) the run follows
+/// the single-device one.
+#[test]
+fn data_parallel_training_follows_single_device_training() {
+    let data = data();
+    let cfg = UpsamplerTrainConfig {
+        batch_size: 4,
+        ..config(3)
+    };
+    let mut parallel = trainer(cfg.clone());
+    parallel
+        .set_devices(vec![Default::default(), Default::default()])
+        .unwrap();
+    let mut single = trainer(cfg);
+    for _ in 0..3 {
+        let a = parallel.step(&data).unwrap();
+        let b = single.step(&data).unwrap();
+        assert!(
+            (a.loss - b.loss).abs() <= 1e-5 * b.loss,
+            "{} vs {}",
+            a.loss,
+            b.loss
+        );
+    }
+    let (a, b) = (params(parallel.upsampler()), params(single.upsampler()));
+    let worst = a
+        .iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(worst <= 1e-5, "parameters differ by {worst}");
+    assert!(parallel.set_devices(vec![Default::default(); 5]).is_err());
 }

@@ -6,9 +6,9 @@ use crate::error::{Error, Result};
 use crate::unet::{PivotInjection, UNet2DConditionModel, UNetHooks};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, GradientsParams, Optimizer};
+use burn::optim::{AdamW, GradientsParams, MultiGradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, DeviceOps};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -79,6 +79,8 @@ pub struct UpsamplerTrainer<A: AutodiffBackend, U: AutodiffModule<A>> {
     config: UpsamplerTrainConfig,
     step: u64,
     device: A::Device,
+    /// Data-parallel replicas of the frozen UNet, one per device ([`Self::set_devices`]).
+    replicas: Vec<(UNet2DConditionModel<A>, A::Device)>,
 }
 
 /// `state.json` of a checkpoint.
@@ -123,6 +125,7 @@ where
             config,
             step: 0,
             device: device.clone(),
+            replicas: Vec::new(),
         })
     }
 
@@ -196,10 +199,23 @@ where
         data: &TrainingSet<A::InnerBackend>,
         draws: &StepDraws,
     ) -> Result<Tensor<A, 1>> {
+        self.loss_on(&self.unet, &self.upsampler, &self.device, data, draws)
+    }
+
+    /// The loss with a given replica of the UNet and Φ on `device`.
+    fn loss_on(
+        &self,
+        unet: &UNet2DConditionModel<A>,
+        upsampler: &U,
+        device: &A::Device,
+        data: &TrainingSet<A::InnerBackend>,
+        draws: &StepDraws,
+    ) -> Result<Tensor<A, 1>> {
         let [c, h, w] = data.latent_shape()?;
         let b = draws.examples.len();
+        let lift = |t: Tensor<A::InnerBackend, 4>| Tensor::<A, 4>::from_inner(t.to_device(device));
         let pick = |f: &dyn Fn(usize) -> Tensor<A::InnerBackend, 4>| {
-            Tensor::<A, 4>::from_inner(Tensor::cat(
+            lift(Tensor::cat(
                 draws.examples.iter().map(|&i| f(i)).collect(),
                 0,
             ))
@@ -212,32 +228,30 @@ where
             .zip(&draws.dropped)
             .map(|(&i, &dropped)| data.conditioning(i, dropped))
             .collect::<Result<_>>()?;
-        let context = Tensor::<A, 3>::from_inner(Tensor::cat(
-            conditioning.iter().map(|c| c.context.clone()).collect(),
-            0,
-        ));
+        let context = Tensor::<A, 3>::from_inner(
+            Tensor::cat(conditioning.iter().map(|c| c.context.clone()).collect(), 0)
+                .to_device(device),
+        );
         let added = conditioning
             .iter()
             .map(|c| c.added.clone())
             .collect::<Option<Vec<_>>>()
             .map(|rows| {
                 let (texts, ids): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
-                (
-                    Tensor::<A, 2>::from_inner(Tensor::cat(texts, 0)),
-                    Tensor::<A, 2>::from_inner(Tensor::cat(ids, 0)),
-                )
+                let lift2 = |v: Vec<Tensor<A::InnerBackend, 2>>| {
+                    Tensor::<A, 2>::from_inner(Tensor::cat(v, 0).to_device(device))
+                };
+                (lift2(texts), lift2(ids))
             });
-        let noise = Tensor::<A, 4>::from_data(
-            TensorData::new(draws.noise.clone(), [b, c, h, w]),
-            &self.device,
-        );
+        let noise =
+            Tensor::<A, 4>::from_data(TensorData::new(draws.noise.clone(), [b, c, h, w]), device);
         let column = |f: &dyn Fn(f64) -> f64| {
             let v: Vec<f32> = draws
                 .timesteps
                 .iter()
                 .map(|&t| f(self.alphas_cumprod[t]) as f32)
                 .collect();
-            Tensor::<A, 4>::from_data(TensorData::new(v, [b, 1, 1, 1]), &self.device)
+            Tensor::<A, 4>::from_data(TensorData::new(v, [b, 1, 1, 1]), device)
         };
         let sqrt_a = column(&|a| a.sqrt());
         let sqrt_1ma = column(&|a| (1.0 - a).sqrt());
@@ -251,14 +265,37 @@ where
         let hooks = UNetHooks {
             pivot: Some(PivotInjection {
                 latent: pivot,
-                upsampler: &self.upsampler,
+                upsampler,
             }),
             ..Default::default()
         };
-        let prediction = self
-            .unet
-            .forward(noisy, &timesteps, context, added, &hooks)?;
+        let prediction = unet.forward(noisy, &timesteps, context, added, &hooks)?;
         Ok((prediction - target).square().mean())
+    }
+
+    /// Trains data-parallel over `devices` (burn's multi-device optimizer step): each step's batch is
+    /// split into contiguous shards, one per device; each device runs its own replica of the frozen
+    /// UNet and of Φ on its shard, with the shard's loss weighted by its share of the batch, and the
+    /// optimizer sums the gradients (= the gradient of the whole batch's mean loss). One device (the
+    /// default) trains on the trainer's own device. Every device must be of this backend.
+    pub fn set_devices(&mut self, devices: Vec<A::Device>) -> Result<()> {
+        if devices.is_empty() {
+            return Err(Error::Input(
+                "data-parallel training needs at least one device".into(),
+            ));
+        }
+        if devices.len() > self.config.batch_size {
+            return Err(Error::Input(format!(
+                "{} devices for a batch of {}: every device needs at least one example",
+                devices.len(),
+                self.config.batch_size
+            )));
+        }
+        self.replicas = devices
+            .into_iter()
+            .map(|d| (self.unet.clone().fork(&d), d))
+            .collect();
+        Ok(())
     }
 
     /// Runs one optimizer step on `data` with the draws of the current step ([`Self::draws`]).
@@ -273,17 +310,52 @@ where
         data: &TrainingSet<A::InnerBackend>,
         draws: StepDraws,
     ) -> Result<StepReport> {
-        let loss = self.loss(data, &draws)?;
-        let value: f64 = loss.clone().into_scalar().elem();
-        if !value.is_finite() {
-            return Err(Error::Input(format!(
-                "the loss of step {} is {value}; lower the learning rate or check the data",
-                self.step + 1
-            )));
-        }
-        let grads = GradientsParams::from_grads(loss.backward(), &self.upsampler);
         let lr = self.config.learning_rate;
-        self.upsampler = self.optimizer.step(lr, self.upsampler.clone(), grads);
+        let check = |value: f64, step: u64| {
+            if value.is_finite() {
+                Ok(value)
+            } else {
+                Err(Error::Input(format!(
+                    "the loss of step {step} is {value}; lower the learning rate or check the data"
+                )))
+            }
+        };
+        let value = if self.replicas.len() <= 1 {
+            let loss = self.loss(data, &draws)?;
+            let value = check(loss.clone().into_scalar().elem(), self.step + 1)?;
+            let grads = GradientsParams::from_grads(loss.backward(), &self.upsampler);
+            self.upsampler = self.optimizer.step(lr, self.upsampler.clone(), grads);
+            value
+        } else {
+            let b = draws.examples.len();
+            let per_row = draws.noise.len() / b.max(1);
+            let n = self.replicas.len();
+            let mut multi = MultiGradientsParams::default();
+            let mut losses = Vec::with_capacity(n);
+            for (k, (unet, device)) in self.replicas.iter().enumerate() {
+                let (lo, hi) = (k * b / n, (k + 1) * b / n);
+                let shard = StepDraws {
+                    examples: draws.examples[lo..hi].to_vec(),
+                    timesteps: draws.timesteps[lo..hi].to_vec(),
+                    dropped: draws.dropped[lo..hi].to_vec(),
+                    noise: draws.noise[lo * per_row..hi * per_row].to_vec(),
+                };
+                let phi = self.upsampler.clone().fork(device);
+                let loss = self
+                    .loss_on(unet, &phi, device, data, &shard)?
+                    .mul_scalar((hi - lo) as f64 / b as f64);
+                losses.push(loss.clone());
+                let grads = GradientsParams::from_grads(loss.backward(), &phi);
+                multi.grads.push((grads, device.id()));
+            }
+            let value = losses
+                .into_iter()
+                .map(|l| l.into_scalar().elem::<f64>())
+                .sum::<f64>();
+            check(value, self.step + 1)?;
+            self.upsampler = self.optimizer.step_multi(lr, self.upsampler.clone(), multi);
+            value
+        };
         self.step += 1;
         Ok(StepReport {
             step: self.step,
