@@ -111,6 +111,9 @@ pub struct TrainArgs {
     /// cpu or cuda.
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     device: DeviceArg,
+    /// Train data-parallel on this many CUDA devices (0..N−1; the batch is split between them).
+    #[arg(long, default_value_t = 1)]
+    devices: usize,
     /// Weight variant to load (e.g. fp16).
     #[arg(long)]
     variant: Option<String>,
@@ -163,31 +166,33 @@ impl TrainArgs {
 /// Runs `selfcascade train-upsampler`.
 pub fn run(args: TrainArgs) -> CliResult {
     let config = args.config()?;
+    if args.devices == 0 || (args.devices > 1 && args.device != DeviceArg::Cuda) {
+        return Err(format!(
+            "--devices {}: give at least 1; more than one is for CUDA GPUs (--device cuda)",
+            args.devices
+        ));
+    }
+    type Balanced = burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+    let cpu = vec![Default::default()];
     match (args.device, args.gradient_checkpointing) {
-        (DeviceArg::Cpu, false) => run_on::<burn::backend::Autodiff<burn::backend::Flex>>(
-            &args,
-            config,
-            Default::default(),
-        ),
-        (DeviceArg::Cpu, true) => run_on::<
-            burn::backend::Autodiff<
-                burn::backend::Flex,
-                burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing,
-            >,
-        >(&args, config, Default::default()),
+        (DeviceArg::Cpu, false) => {
+            run_on::<burn::backend::Autodiff<burn::backend::Flex>>(&args, config, cpu)
+        }
+        (DeviceArg::Cpu, true) => {
+            run_on::<burn::backend::Autodiff<burn::backend::Flex, Balanced>>(&args, config, cpu)
+        }
         #[cfg(feature = "cuda")]
-        (DeviceArg::Cuda, false) => run_on::<burn::backend::Autodiff<burn::backend::Cuda<f32>>>(
-            &args,
-            config,
-            Default::default(),
-        ),
-        #[cfg(feature = "cuda")]
-        (DeviceArg::Cuda, true) => run_on::<
-            burn::backend::Autodiff<
-                burn::backend::Cuda<f32>,
-                burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing,
-            >,
-        >(&args, config, Default::default()),
+        (DeviceArg::Cuda, checkpointing) => {
+            let gpus: Vec<burn::backend::cuda::CudaDevice> = (0..args.devices)
+                .map(burn::backend::cuda::CudaDevice::new)
+                .collect();
+            type Gpu = burn::backend::Cuda<f32>;
+            if checkpointing {
+                run_on::<burn::backend::Autodiff<Gpu, Balanced>>(&args, config, gpus)
+            } else {
+                run_on::<burn::backend::Autodiff<Gpu>>(&args, config, gpus)
+            }
+        }
         #[cfg(not(feature = "cuda"))]
         (DeviceArg::Cuda, _) => Err(
             "this selfcascade was built without CUDA support; rebuild with `--features cuda` or use \
@@ -200,8 +205,9 @@ pub fn run(args: TrainArgs) -> CliResult {
 fn run_on<A: AutodiffBackend>(
     args: &TrainArgs,
     config: UpsamplerTrainConfig,
-    device: A::Device,
+    devices: Vec<A::Device>,
 ) -> CliResult {
+    let device = devices[0].clone();
     let model = crate::generate::resolve_model(&args.model, args.variant.as_deref())?;
     let items = scan_dataset(&args.data).map_err(|e| e.to_string())?;
     let sd = StableDiffusion::<A::InnerBackend>::load(&model, args.variant.as_deref(), &device)
@@ -237,7 +243,7 @@ fn run_on<A: AutodiffBackend>(
                 None => LightUpsampler::<A>::init(&c, args.seed, &device),
             }
             .map_err(|e| e.to_string())?;
-            fit(args, unet, up, &scheduler, config, &data, &run, &device)
+            fit(args, unet, up, &scheduler, config, &data, &run, &devices)
         }
         ArchArg::Resblock => {
             let c = ResBlockUpsamplerConfig::for_unet(&unet);
@@ -249,7 +255,7 @@ fn run_on<A: AutodiffBackend>(
                 None => ResBlockUpsampler::<A>::init(&c, args.seed, &device),
             }
             .map_err(|e| e.to_string())?;
-            fit(args, unet, up, &scheduler, config, &data, &run, &device)
+            fit(args, unet, up, &scheduler, config, &data, &run, &devices)
         }
     }
 }
@@ -263,15 +269,20 @@ fn fit<A, U>(
     config: UpsamplerTrainConfig,
     data: &selfcascade_sd::train::TrainingSet<A::InnerBackend>,
     run: &RunDir,
-    device: &A::Device,
+    devices: &[A::Device],
 ) -> CliResult
 where
     A: AutodiffBackend,
     U: AutodiffModule<A> + FeatureUpsampler<A> + UpsamplerFile,
 {
     let steps = config.steps;
-    let mut trainer = UpsamplerTrainer::new(unet, upsampler, scheduler, config, device)
+    let mut trainer = UpsamplerTrainer::new(unet, upsampler, scheduler, config, &devices[0])
         .map_err(|e| e.to_string())?;
+    if devices.len() > 1 {
+        trainer
+            .set_devices(devices.to_vec())
+            .map_err(|e| e.to_string())?;
+    }
     let bar = bar(args.quiet, steps, "training")?;
     let reports = train(&mut trainer, data, run, args.resume, &mut |r| {
         bar.set_position(r.step);
