@@ -13,6 +13,7 @@ use selfcascade_core::{
     CascadeOutput, InjectedNoise, NoiseSource, Progress, ScalePlan, SeededNoise,
 };
 use selfcascade_sd::pipeline::{GenerateRequest, Method, StableDiffusion};
+use selfcascade_sd::unet::UNet2DConditionModel;
 use selfcascade_sd::upsampler::{
     LightUpsampler, LightUpsamplerConfig, ResBlockUpsampler, ResBlockUpsamplerConfig,
 };
@@ -299,7 +300,7 @@ impl BackendJob for Job {
             .map_err(|e| e.to_string())?;
         match (&args.upsamplers, self.method) {
             (Some(path), _) => {
-                let upsampler = load_upsamplers::<B>(path, &sd, &device)?;
+                let upsampler = load_upsamplers::<B>(path, &sd.unet, &device)?;
                 sd.set_feature_upsampler(upsampler, args.t_min)
                     .map_err(|e| format!("{}: {e}", path.display()))?;
             }
@@ -365,12 +366,12 @@ impl BackendJob for Job {
 
 /// Feature upsamplers from `path`: a PyTorch checkpoint (`.pth`, `.pt`, `.ckpt`) holds the released
 /// ResBlock upsamplers; a safetensors file holds ResBlock or light upsamplers (whichever matches).
-fn load_upsamplers<B: Backend>(
+pub(crate) fn load_upsamplers<B: Backend>(
     path: &Path,
-    sd: &StableDiffusion<B>,
+    unet: &UNet2DConditionModel<B>,
     device: &B::Device,
 ) -> CliResult<Box<dyn FeatureUpsampler<B>>> {
-    let resblock = ResBlockUpsamplerConfig::for_unet(&sd.unet);
+    let resblock = ResBlockUpsamplerConfig::for_unet(unet);
     let ext = path
         .extension()
         .map(|e| e.to_string_lossy().to_lowercase())
@@ -383,7 +384,7 @@ fn load_upsamplers<B: Backend>(
     match ResBlockUpsampler::<B>::load_safetensors(path, &resblock, device) {
         Ok(u) => Ok(Box::new(u)),
         Err(first) => {
-            let light = LightUpsamplerConfig::for_unet(&sd.unet);
+            let light = LightUpsamplerConfig::for_unet(unet);
             LightUpsampler::<B>::load_safetensors(path, &light, device)
                 .map(|u| Box::new(u) as Box<dyn FeatureUpsampler<B>>)
                 .map_err(|second| {

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use selfcascade_core::scheduler::{self, SchedulerConfig, SchedulerKind};
 use selfcascade_sd::clip::text_model::{CLIPTextModel, CLIPTextModelWithProjection};
 use selfcascade_sd::clip::ClipTokenizer;
-use selfcascade_sd::unet::{UNet2DConditionModel, UNetHooks};
+use selfcascade_sd::unet::{PivotInjection, UNet2DConditionModel, UNetHooks};
 use selfcascade_sd::vae::AutoencoderKL;
 use std::path::PathBuf;
 
@@ -56,6 +56,10 @@ pub struct RunArgs {
     /// Weight variant (e.g. fp16).
     #[arg(long)]
     variant: Option<String>,
+    /// With `--component unet`: feature upsamplers (as `generate --upsamplers`) applied to the input
+    /// tensor `pivot` (the clean previous-stage latent, half the sample's size): the tuned UNet.
+    #[arg(long)]
+    upsamplers: Option<PathBuf>,
 }
 
 /// Arguments of `selfcascade inspect tokenize`.
@@ -183,8 +187,37 @@ fn run_component(args: RunArgs) -> CliResult {
                     ))
                 }
             };
+            let upsampler = match (&args.upsamplers, inputs.has("pivot")) {
+                (Some(path), true) => {
+                    Some(crate::generate::load_upsamplers::<Flex>(path, &unet, &dev)?)
+                }
+                (None, false) => None,
+                (Some(_), false) => {
+                    return Err(format!(
+                        "--upsamplers needs the input tensor `pivot` (the clean latent at half the \
+                         sample's size) in {}",
+                        args.input.display()
+                    ))
+                }
+                (None, true) => {
+                    return Err(format!(
+                    "{} has a `pivot` tensor: give the feature upsamplers with --upsamplers PATH",
+                    args.input.display()
+                ))
+                }
+            };
+            let hooks = UNetHooks {
+                pivot: match &upsampler {
+                    Some(up) => Some(PivotInjection {
+                        latent: inputs.float("pivot", &dev)?,
+                        upsampler: up.as_ref(),
+                    }),
+                    None => None,
+                },
+                ..Default::default()
+            };
             let y = unet
-                .forward(sample, &timesteps, context, added, &UNetHooks::default())
+                .forward(sample, &timesteps, context, added, &hooks)
                 .map_err(e)?;
             out.add("out", y)?;
         }

@@ -420,6 +420,44 @@ fn inspect_run_reproduces_the_oracle_outputs() {
     assert!(!ok && err.contains("text_encoder_2"), "{err}");
 }
 
+/// The tuned UNet from files: the tiny UNet of `unet_hooks/` with the ResBlock upsamplers of
+/// `feature_upsampler/` (released `.pth` layout) on the oracle's `pivot` equals PyTorch's `out_tuned`.
+#[test]
+fn inspect_run_applies_feature_upsamplers_to_a_pivot() {
+    let dir = tmp("inspect-tuned");
+    let model = fixtures().join("unet_hooks");
+    let io = fixtures().join("feature_upsampler/io.safetensors");
+    let pth = fixtures().join("feature_upsampler/resblock_upsampler.pth");
+    let output = dir.join("tuned.safetensors");
+    let run = |extra: &[&str]| {
+        let mut a = vec![
+            "inspect",
+            "run",
+            "--model",
+            model.to_str().unwrap(),
+            "--component",
+            "unet",
+            "--input",
+            io.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ];
+        a.extend_from_slice(extra);
+        selfcascade(&a)
+    };
+    let (ok, _, err) = run(&["--upsamplers", pth.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let e = max_rel_err(&read(&output, "out"), &read(&io, "out_tuned"));
+    assert!(e <= 1e-4, "tuned UNet: {e}");
+    let plain = max_rel_err(&read(&io, "out_plain"), &read(&io, "out_tuned"));
+    assert!(
+        plain > 1e-2,
+        "the fixture's upsamplers change the output ({plain})"
+    );
+    let (ok, _, err) = run(&[]);
+    assert!(!ok && err.contains("--upsamplers"), "{err}");
+}
+
 #[test]
 fn inspect_tokenize_prints_77_ids_per_line() {
     let dir = tmp("tok");
