@@ -11,11 +11,13 @@ use burn::tensor::backend::Backend;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use selfcascade_core::scheduler::SchedulerKind;
-use selfcascade_sd::pipeline::Method;
+use selfcascade_sd::pipeline::{FeatureInjection, Method};
+use selfcascade_sd::upsampler::{LightUpsampler, LightUpsamplerConfig};
 use selfcascade_shapes::{caption_vocabulary, grid_with_gap, RgbImage, SceneLabel};
 use selfcascade_shapes_model::{
-    default_model, evaluate, load_checkpoint, to_images, EvalOptions, ShapesModel,
-    DEFAULT_GUIDANCE, DEFAULT_MODEL_NAME, DEFAULT_STEPS,
+    default_model, default_upsampler, evaluate, load_checkpoint, to_images, EvalOptions,
+    ShapesModel, TunedUpsampler, DEFAULT_GUIDANCE, DEFAULT_MODEL_NAME, DEFAULT_STEPS,
+    DEFAULT_UPSAMPLER_STEPS,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -53,6 +55,27 @@ fn load<B: Backend>(
     }
 }
 
+/// The tuned method's feature upsamplers for `model`: a light-upsampler safetensors file at `path`,
+/// or the embedded one (trained for the embedded model); with the training steps when known.
+fn load_upsampler<B: Backend>(
+    path: Option<&Path>,
+    model: &ShapesModel<B>,
+    device: &B::Device,
+) -> CliResult<(LightUpsampler<B>, usize)> {
+    match path {
+        None => Ok((
+            default_upsampler(model, device).map_err(|e| e.to_string())?,
+            DEFAULT_UPSAMPLER_STEPS,
+        )),
+        Some(p) => {
+            let config = LightUpsamplerConfig::for_unet(&model.unet);
+            let up = LightUpsampler::load_safetensors(p, &config, device)
+                .map_err(|e| format!("{}: {e}", p.display()))?;
+            Ok((up, 0))
+        }
+    }
+}
+
 /// `selfcascade generate` without `--model`: the embedded shapes model.
 pub fn generate<B: Backend>(
     args: &GenerateArgs,
@@ -61,19 +84,18 @@ pub fn generate<B: Backend>(
     device: B::Device,
 ) -> CliResult {
     let label = parse_caption(&args.prompt)?;
-    if method == Method::SelfCascadeTuned || args.upsamplers.is_some() {
-        return Err(
-            "the embedded shapes model has no trained feature upsamplers yet; use --method \
-             direct|attn-sf|scalecrafter|self-cascade, or --model DIR with --upsamplers"
-                .into(),
-        );
-    }
     if !args.negative_prompt.is_empty() {
         eprintln!(
             "warning: the shapes model has no negative prompts; --negative-prompt is ignored"
         );
     }
     let (model, name) = load::<B>(None, &device)?;
+    let upsampler = match method {
+        Method::SelfCascadeTuned => {
+            Some(load_upsampler(args.upsamplers.as_deref(), &model, &device)?.0)
+        }
+        _ => None,
+    };
     let request = args.request(
         method,
         Some(scheduler.unwrap_or(SchedulerKind::Ddim)),
@@ -85,9 +107,16 @@ pub fn generate<B: Backend>(
     let mut source = args.noise_source::<B>(&plan, &device)?;
     let bar = progress_bar(args.quiet)?;
     let out = model
-        .sample(&[label], &request, source.as_mut(), &mut |p| {
-            bar.tick(&plan, p)
-        })
+        .sample_with(
+            &[label],
+            &request,
+            upsampler.as_ref().map(|u| FeatureInjection {
+                upsampler: u,
+                t_min: args.t_min,
+            }),
+            source.as_mut(),
+            &mut |p| bar.tick(&plan, p),
+        )
         .map_err(|e| e.to_string())?;
     bar.finish();
     let mut meta = metadata(args, &request, &plan, &name);
@@ -129,8 +158,11 @@ pub enum ShapesCommand {
 /// Arguments of `selfcascade shapes eval`.
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Comma-separated methods (direct, attn-sf, scalecrafter, self-cascade).
-    #[arg(long, default_value = "direct,attn-sf,scalecrafter,self-cascade")]
+    /// Comma-separated methods (direct, attn-sf, scalecrafter, self-cascade, self-cascade-tuned).
+    #[arg(
+        long,
+        default_value = "direct,attn-sf,scalecrafter,self-cascade,self-cascade-tuned"
+    )]
     methods: String,
     /// Comma-separated target pixel scales (perfect squares: 4 = 2× the side, 16 = 4×).
     #[arg(long, default_value = "4,16")]
@@ -153,6 +185,10 @@ pub struct EvalArgs {
     /// A shapes-model checkpoint (default: the embedded model).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Light feature upsamplers of self-cascade-tuned (safetensors; default: the embedded ones,
+    /// trained for the embedded model).
+    #[arg(long)]
+    upsamplers: Option<PathBuf>,
     /// Print the table as JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -228,7 +264,28 @@ impl BackendJob for EvalJob {
             ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps, {elapsed}")
                 .map_err(|e| e.to_string())?,
         );
-        let (report, pictures) = evaluate(&model, &self.options, &mut |p| {
+        let tuned = if self.options.methods.contains(&Method::SelfCascadeTuned) {
+            if self.args.model.is_some() && self.args.upsamplers.is_none() {
+                return Err(
+                    "self-cascade-tuned with --model needs --upsamplers trained for that model \
+                     (the embedded ones belong to the embedded model)"
+                        .into(),
+                );
+            }
+            Some(load_upsampler(
+                self.args.upsamplers.as_deref(),
+                &model,
+                &device,
+            )?)
+        } else {
+            None
+        };
+        let tuned = tuned.as_ref().map(|(u, steps)| TunedUpsampler {
+            upsampler: u,
+            trainable_parameters: u.config().num_params(),
+            training_steps: *steps,
+        });
+        let (report, pictures) = evaluate(&model, &self.options, tuned.as_ref(), &mut |p| {
             bar.set_length(p.step.total as u64);
             bar.set_position(p.step.done as u64);
             bar.set_message(format!(

@@ -126,7 +126,7 @@ fn shapes_eval_prints_the_table_as_json_and_writes_grids() {
         "shapes",
         "eval",
         "--methods",
-        "direct,self-cascade",
+        "direct,self-cascade,self-cascade-tuned",
         "--scales",
         "4",
         "--samples",
@@ -150,7 +150,19 @@ fn shapes_eval_prints_the_table_as_json_and_writes_grids() {
             )
         })
         .collect();
-    assert_eq!(names, [("base", 1), ("direct", 4), ("self-cascade", 4)]);
+    assert_eq!(
+        names,
+        [
+            ("base", 1),
+            ("direct", 4),
+            ("self-cascade", 4),
+            ("self-cascade-tuned", 4)
+        ]
+    );
+    // The embedded upsampler: 742 parameters, 400 training steps; tuning-free rows train nothing.
+    assert_eq!(rows[3]["trainable_parameters"], 742);
+    assert_eq!(rows[3]["training_steps"], 400);
+    assert_eq!(rows[2]["trainable_parameters"], 0);
     for r in rows {
         for key in [
             "single_object_rate",
@@ -171,4 +183,45 @@ fn shapes_eval_prints_the_table_as_json_and_writes_grids() {
     assert!(!ok && err.contains("perfect square"), "{err}");
     let (ok, _, err) = selfcascade(&["shapes", "eval", "--methods", "magic", "--quiet"]);
     assert!(!ok && err.contains("self-cascade"), "{err}");
+}
+
+#[test]
+fn the_tuned_method_runs_on_the_embedded_model_with_its_embedded_upsampler() {
+    let dir = tmp("tuned");
+    let run = |method: &str, extra: &[&str]| {
+        let out = dir.join(format!("{method}.png"));
+        let mut a = vec![
+            "generate",
+            "--prompt",
+            "a red circle on a blue background",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--method",
+            method,
+            "--seed",
+            "3",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        a.extend_from_slice(extra);
+        let (ok, _, err) = selfcascade(&a);
+        (ok, err, out)
+    };
+    let (ok, err, tuned) = run("self-cascade-tuned", &[]);
+    assert!(ok, "{err}");
+    let (ok, err, free) = run("self-cascade", &[]);
+    assert!(ok, "{err}");
+    assert_ne!(
+        std::fs::read(&tuned).unwrap(),
+        std::fs::read(&free).unwrap(),
+        "the trained upsamplers change the image"
+    );
+    let (ok, err, _) = run(
+        "self-cascade-tuned",
+        &["--upsamplers", "missing.safetensors"],
+    );
+    assert!(!ok && err.contains("missing.safetensors"), "{err}");
 }

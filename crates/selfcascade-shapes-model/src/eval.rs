@@ -10,8 +10,8 @@ use crate::error::{Error, Result};
 use crate::model::ShapesModel;
 use crate::pipeline::{default_request, DEFAULT_GUIDANCE, DEFAULT_STEPS};
 use burn::tensor::backend::Backend;
-use selfcascade_core::Progress;
-use selfcascade_sd::pipeline::Method;
+use selfcascade_core::{FeatureUpsampler, Progress};
+use selfcascade_sd::pipeline::{FeatureInjection, Method};
 use selfcascade_shapes::{
     measure, summarize, Expected, Measurement, RgbImage, Scene, SceneLabel, SceneObject, Shape,
     SIZE_MAX, SIZE_MIN,
@@ -41,6 +41,16 @@ pub struct EvalOptions {
     pub steps: usize,
     /// Classifier-free guidance scale.
     pub guidance: f64,
+}
+
+/// The feature upsamplers of `self-cascade-tuned` rows, with what they cost to train.
+pub struct TunedUpsampler<'a, B: Backend> {
+    /// φ_n for the model's UNet.
+    pub upsampler: &'a dyn FeatureUpsampler<B>,
+    /// Trainable parameters (reported in the row).
+    pub trainable_parameters: usize,
+    /// Training steps (reported in the row).
+    pub training_steps: usize,
 }
 
 impl Default for EvalOptions {
@@ -225,10 +235,12 @@ pub struct EvalProgress<'a> {
     pub step: &'a Progress,
 }
 
-/// Runs the evaluation. Returns the table and the images of every row.
+/// Runs the evaluation. Returns the table and the images of every row. `tuned` is needed when the
+/// methods include `self-cascade-tuned`.
 pub fn evaluate<B: Backend>(
     model: &ShapesModel<B>,
     options: &EvalOptions,
+    tuned: Option<&TunedUpsampler<'_, B>>,
     progress: &mut dyn FnMut(&EvalProgress),
 ) -> Result<(EvalReport, Vec<RowImages>)> {
     if options.samples == 0 || options.batch == 0 {
@@ -258,6 +270,12 @@ pub fn evaluate<B: Backend>(
             jobs.push((m.name().to_string(), *m, k, side));
         }
     }
+    if options.methods.contains(&Method::SelfCascadeTuned) && tuned.is_none() {
+        return Err(Error::Config(
+            "self-cascade-tuned rows need trained feature upsamplers".into(),
+        ));
+    }
+    let injection = tuned.map(|t| FeatureInjection::new(t.upsampler));
     let mut rows = Vec::new();
     let mut pictures = Vec::new();
     for (name, method, k, side) in jobs {
@@ -270,7 +288,7 @@ pub fn evaluate<B: Backend>(
             let l: Vec<SceneLabel> = chunk.iter().map(|d| d.0).collect();
             let s: Vec<u64> = chunk.iter().map(|d| d.1).collect();
             let done = images.len();
-            images.extend(model.generate(&l, &s, &request, &mut |p| {
+            images.extend(model.generate_with(&l, &s, &request, injection, &mut |p| {
                 progress(&EvalProgress {
                     method: &name,
                     pixel_scale: k,
@@ -282,7 +300,12 @@ pub fn evaluate<B: Backend>(
             })?);
         }
         let seconds = start.elapsed().as_secs_f64();
-        rows.push(summarize_row(&name, k, side, &labels, &images, seconds));
+        let mut row = summarize_row(&name, k, side, &labels, &images, seconds);
+        if let (Method::SelfCascadeTuned, Some(t)) = (method, tuned) {
+            row.trainable_parameters = t.trainable_parameters;
+            row.training_steps = t.training_steps;
+        }
+        rows.push(row);
         pictures.push(RowImages {
             method: name,
             pixel_scale: k,

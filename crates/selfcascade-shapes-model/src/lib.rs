@@ -36,6 +36,7 @@ pub mod model;
 pub mod pipeline;
 pub mod schedule;
 pub mod train;
+pub mod tuned;
 
 pub use checkpoint::{
     load_checkpoint, load_checkpoint_static, named_parameters, read_checkpoint_info,
@@ -45,9 +46,12 @@ pub use config::ShapesModelConfig;
 pub use data::{render_batch, ImageBatch};
 pub use denoiser::ShapesDenoiser;
 pub use ema::Ema;
-pub use embedded::{default_model, DEFAULT_MODEL_NAME};
+pub use embedded::{
+    default_model, default_upsampler, DEFAULT_MODEL_NAME, DEFAULT_UPSAMPLER_NAME,
+    DEFAULT_UPSAMPLER_STEPS,
+};
 pub use error::{Error, Result};
-pub use eval::{evaluate, EvalOptions, EvalReport, EvalRow, RowImages};
+pub use eval::{evaluate, EvalOptions, EvalReport, EvalRow, RowImages, TunedUpsampler};
 pub use model::{LabelEmbedding, ShapesModel};
 pub use pipeline::{default_request, to_images, DEFAULT_GUIDANCE, DEFAULT_STEPS};
 pub use schedule::NoiseSchedule;

@@ -10,7 +10,9 @@ use burn::tensor::{backend::Backend, Tensor};
 use selfcascade_core::scheduler::{SchedulerConfig, SchedulerKind};
 use selfcascade_core::{CascadeOutput, NoiseSource, PerRowNoise, Progress, ScalePlan, Size};
 use selfcascade_sd::pipeline::scalecrafter::ScaleCrafter;
-use selfcascade_sd::pipeline::{GenerateRequest, Method, PromptEmbeds, UNetSampling};
+use selfcascade_sd::pipeline::{
+    FeatureInjection, GenerateRequest, Method, PromptEmbeds, UNetSampling,
+};
 use selfcascade_shapes::{chw_to_image, RgbImage, SceneLabel};
 use std::ops::ControlFlow;
 
@@ -68,7 +70,7 @@ impl<B: Backend> ShapesModel<B> {
     /// The stage plan of `request`.
     pub fn plan(&self, request: &GenerateRequest) -> Result<ScalePlan> {
         let cfg = self.scheduler_config()?;
-        Ok(self.sampling(&cfg, None).plan(
+        Ok(self.sampling(&cfg, None, None).plan(
             request.method,
             Size::new(request.width, request.height),
             self.alignment(),
@@ -79,6 +81,7 @@ impl<B: Backend> ShapesModel<B> {
         &'a self,
         scheduler_config: &'a SchedulerConfig,
         scalecrafter: Option<&'a ScaleCrafter>,
+        feature_injection: Option<FeatureInjection<'a, B>>,
     ) -> UNetSampling<'a, B> {
         UNetSampling {
             unet: &self.unet,
@@ -86,7 +89,7 @@ impl<B: Backend> ShapesModel<B> {
             base: self.base_size(),
             latent_scale: 1,
             scalecrafter,
-            feature_injection: None,
+            feature_injection,
         }
     }
 
@@ -111,6 +114,19 @@ impl<B: Backend> ShapesModel<B> {
         noise: &mut dyn NoiseSource<B, 4>,
         progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
     ) -> Result<CascadeOutput<B>> {
+        self.sample_with(labels, request, None, noise, progress)
+    }
+
+    /// [`Self::sample`] with the tuned method's feature upsamplers (needed by
+    /// `Method::SelfCascadeTuned`, ignored by the other methods).
+    pub fn sample_with(
+        &self,
+        labels: &[SceneLabel],
+        request: &GenerateRequest,
+        injection: Option<FeatureInjection<'_, B>>,
+        noise: &mut dyn NoiseSource<B, 4>,
+        progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<CascadeOutput<B>> {
         if labels.is_empty() {
             return Err(Error::Config("no labels to generate".into()));
         }
@@ -121,14 +137,16 @@ impl<B: Backend> ShapesModel<B> {
             _ => None,
         };
         let device = self.label_embedding.weight.val().device();
-        Ok(self.sampling(&cfg, scalecrafter.as_ref()).sample(
-            &self.embeds(labels),
-            request,
-            &plan,
-            noise,
-            &device,
-            progress,
-        )?)
+        Ok(self
+            .sampling(&cfg, scalecrafter.as_ref(), injection)
+            .sample(
+                &self.embeds(labels),
+                request,
+                &plan,
+                noise,
+                &device,
+                progress,
+            )?)
     }
 
     /// Generates one image per (label, seed) pair: row i is the same image whatever else is in the
@@ -140,6 +158,18 @@ impl<B: Backend> ShapesModel<B> {
         request: &GenerateRequest,
         progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
     ) -> Result<Vec<RgbImage>> {
+        self.generate_with(labels, seeds, request, None, progress)
+    }
+
+    /// [`Self::generate`] with the tuned method's feature upsamplers.
+    pub fn generate_with(
+        &self,
+        labels: &[SceneLabel],
+        seeds: &[u64],
+        request: &GenerateRequest,
+        injection: Option<FeatureInjection<'_, B>>,
+        progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<Vec<RgbImage>> {
         if labels.len() != seeds.len() {
             return Err(Error::Config(format!(
                 "{} labels for {} seeds",
@@ -147,7 +177,13 @@ impl<B: Backend> ShapesModel<B> {
                 seeds.len()
             )));
         }
-        let out = self.sample(labels, request, &mut PerRowNoise::new(seeds), progress)?;
+        let out = self.sample_with(
+            labels,
+            request,
+            injection,
+            &mut PerRowNoise::new(seeds),
+            progress,
+        )?;
         to_images(out.latent)
     }
 }

@@ -155,9 +155,17 @@ impl<B: Backend> LightUpsampler<B> {
         config: &LightUpsamplerConfig,
         device: &B::Device,
     ) -> Result<Self> {
-        build_strict(TensorStore::open(&[path.to_path_buf()])?, device, |vb| {
-            Self::new(vb, config)
-        })
+        Self::load_store(TensorStore::open(&[path.to_path_buf()])?, config, device)
+    }
+
+    /// Loads the upsampler from an opened store (e.g. bytes embedded with
+    /// [`TensorStore::from_static`]), strictly as [`Self::load_safetensors`].
+    pub fn load_store(
+        store: TensorStore,
+        config: &LightUpsamplerConfig,
+        device: &B::Device,
+    ) -> Result<Self> {
+        build_strict(store, device, |vb| Self::new(vb, config))
     }
 
     /// Every parameter under its checkpoint name (`time_proj.weight` as `[2, D]`).
