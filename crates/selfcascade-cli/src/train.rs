@@ -69,6 +69,9 @@ pub struct TrainArgs {
     /// Guidance scale of generated pivots.
     #[arg(long, default_value_t = 7.5)]
     pivot_guidance: f64,
+    /// Sampler of generated pivots: ddim | ddpm | euler (default: the model's scheduler config).
+    #[arg(long)]
+    pivot_scheduler: Option<String>,
     /// Latent cache folder (default OUT/cache).
     #[arg(long)]
     cache: Option<PathBuf>,
@@ -151,15 +154,21 @@ impl TrainArgs {
         Ok(config)
     }
 
-    fn pivot_source(&self) -> PivotSource {
-        match self.pivot {
+    fn pivot_source(&self) -> CliResult<PivotSource> {
+        Ok(match self.pivot {
             PivotArg::Downsampled => PivotSource::Downsampled,
             PivotArg::Generated => PivotSource::Generated {
                 steps: self.pivot_steps,
                 guidance: self.pivot_guidance,
+                scheduler: self
+                    .pivot_scheduler
+                    .as_deref()
+                    .map(str::parse)
+                    .transpose()
+                    .map_err(|e: selfcascade_core::Error| format!("--pivot-scheduler: {e}"))?,
             },
             PivotArg::Files => PivotSource::Files,
-        }
+        })
     }
 }
 
@@ -221,7 +230,7 @@ fn run_on<A: AutodiffBackend>(
     };
     let options = PrepareOptions {
         size,
-        pivot: args.pivot_source(),
+        pivot: args.pivot_source()?,
         cache: Some(args.cache.clone().unwrap_or_else(|| args.out.join("cache"))),
         seed: args.seed,
     };

@@ -10,6 +10,7 @@ use burn::tensor::{backend::Backend, Tensor, TensorData};
 use image::imageops::FilterType;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use selfcascade_core::scheduler::SchedulerKind;
 use selfcascade_core::{SeededNoise, Size};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -39,6 +40,8 @@ pub enum PivotSource {
         steps: usize,
         /// Classifier-free guidance scale.
         guidance: f64,
+        /// The sampler (`None`: the model's scheduler config).
+        scheduler: Option<SchedulerKind>,
     },
     /// (c) Given as files: the manifest's `pivot` of each image, a safetensors latent (scaled, as
     /// the UNet sees it; the tensor named `pivot` or the file's only tensor, `[1, C, h, w]` or
@@ -50,7 +53,11 @@ impl PivotSource {
     fn cache_tag(&self) -> String {
         match self {
             Self::Downsampled => "downsampled".into(),
-            Self::Generated { steps, guidance } => format!("generated-{steps}-{guidance}"),
+            Self::Generated {
+                steps,
+                guidance,
+                scheduler,
+            } => format!("generated-{steps}-{guidance}-{scheduler:?}"),
             Self::Files => "files".into(),
         }
     }
@@ -201,8 +208,8 @@ fn encode<B: Backend>(sd: &StableDiffusion<B>, img: &image::RgbImage) -> Result<
 /// pivot from `options.pivot`; each distinct caption encoded once, and the empty caption.
 ///
 /// With `options.cache`, the latents of an image are read from `cache/<key>.safetensors` when it
-/// exists (the key covers the image's path, length and modification time, the size, the pivot
-/// source, the seed and the model folder) and written there otherwise. `on_item(done, total)` is
+/// exists (the key covers the path, length and modification time of the image and of its pivot
+/// file, the size, the pivot source, the seed and the model folder) and written there otherwise. `on_item(done, total)` is
 /// called after each image.
 pub fn prepare_training_set<B: Backend>(
     sd: &StableDiffusion<B>,
@@ -273,23 +280,24 @@ fn cache_key<B: Backend>(
     item: &DatasetItem,
     options: &PrepareOptions,
 ) -> String {
-    let meta = std::fs::metadata(&item.image).ok();
-    let len = meta.as_ref().map(|m| m.len()).unwrap_or_default();
-    let modified = meta
-        .and_then(|m| m.modified().ok())
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
+    // A file by its path, length and modification time.
+    let stamp = |path: &Path| {
+        let meta = std::fs::metadata(path).ok();
+        let len = meta.as_ref().map(|m| m.len()).unwrap_or_default();
+        let modified = meta
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        format!("{}|{len}|{modified}", path.display())
+    };
     format!(
-        "v1|{}|{len}|{modified}|{}x{}|{}|{}|{}|{}",
-        item.image.display(),
+        "v1|{}|{}x{}|{}|{}|{}|{}",
+        stamp(&item.image),
         options.size.width,
         options.size.height,
         options.pivot.cache_tag(),
-        item.pivot
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
+        item.pivot.as_deref().map(stamp).unwrap_or_default(),
         options.seed,
         sd.folder().display()
     )
@@ -365,7 +373,11 @@ fn encode_item<B: Backend>(
             );
             encode(sd, &small)?
         }
-        PivotSource::Generated { steps, guidance } => {
+        PivotSource::Generated {
+            steps,
+            guidance,
+            scheduler,
+        } => {
             let embeds = sd.encode_prompt(&item.caption, "")?;
             let request = GenerateRequest {
                 width: half.width,
@@ -373,6 +385,7 @@ fn encode_item<B: Backend>(
                 method: Method::Direct,
                 steps: *steps,
                 guidance: *guidance,
+                scheduler: *scheduler,
                 ..Default::default()
             };
             let mut noise = SeededNoise::new(options.seed ^ (index as u64).rotate_left(32));
