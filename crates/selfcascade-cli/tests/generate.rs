@@ -579,6 +579,62 @@ fn write_test_png(path: &Path, w: u32, h: u32, k: u32) {
     writer.write_image_data(&data).unwrap();
 }
 
+/// `selfcascade train-upsampler` on `model` and `data` into `run` at 64×64, batch 2, quiet.
+fn train_upsampler(
+    model: &Path,
+    data: &Path,
+    run: &Path,
+    steps: &str,
+    extra: &[&str],
+) -> (bool, String, String) {
+    let mut a = vec![
+        "train-upsampler",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--size",
+        "64x64",
+        "--steps",
+        steps,
+        "--batch-size",
+        "2",
+        "--quiet",
+    ];
+    a.extend_from_slice(extra);
+    selfcascade(&a)
+}
+
+/// `selfcascade generate --method self-cascade-tuned` at 64×64 with `upsamplers`; asserts success.
+fn generate_tuned(model: &Path, upsamplers: &Path, out: &Path) {
+    let (ok, _, err) = selfcascade(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "a red square",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--steps",
+        "3",
+        "--scheduler",
+        "ddim",
+        "--method",
+        "self-cascade-tuned",
+        "--upsamplers",
+        upsamplers.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.is_file());
+}
+
 #[test]
 fn train_upsampler_trains_checkpoints_and_resumes() {
     let model = sd15_with_tokenizer("train-model");
@@ -598,37 +654,9 @@ fn train_upsampler_trains_checkpoints_and_resumes() {
         std::fs::write(data.join(format!("{k}.txt")), caption).unwrap();
     }
     let run = root.join("run");
-    let args = |steps: &'static str, resume: bool| {
-        let mut a = vec![
-            "train-upsampler",
-            "--model",
-            model.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-            "--size",
-            "64x64",
-            "--steps",
-            steps,
-            "--batch-size",
-            "2",
-            "--checkpoint-every",
-            "2",
-            "--lr",
-            "1e-3",
-            "--quiet",
-        ];
-        if resume {
-            a.push("--resume");
-        }
-        a.into_iter().map(String::from).collect::<Vec<_>>()
-    };
-    let call = |a: Vec<String>| {
-        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-        common::selfcascade(&refs)
-    };
-    let (ok, _, err) = call(args("4", false));
+    let every = ["--checkpoint-every", "2", "--lr", "1e-3"];
+    let resume = ["--checkpoint-every", "2", "--lr", "1e-3", "--resume"];
+    let (ok, _, err) = train_upsampler(&model, &data, &run, "4", &every);
     assert!(ok, "{err}");
     let log = std::fs::read_to_string(run.join("loss.csv")).unwrap();
     assert_eq!(log.lines().count(), 5, "{log}");
@@ -639,7 +667,7 @@ fn train_upsampler_trains_checkpoints_and_resumes() {
     assert_eq!(cached, 3, "one cached latent pair per image");
 
     // Resuming continues the log (the first four rows unchanged) up to the new step count.
-    let (ok, _, err) = call(args("6", true));
+    let (ok, _, err) = train_upsampler(&model, &data, &run, "6", &resume);
     assert!(ok, "{err}");
     let resumed = std::fs::read_to_string(run.join("loss.csv")).unwrap();
     assert_eq!(resumed.lines().count(), 7, "{resumed}");
@@ -647,34 +675,11 @@ fn train_upsampler_trains_checkpoints_and_resumes() {
 
     // The trained weights drive the tuned method.
     let out = root.join("tuned.png");
-    let (ok, _, err) = common::selfcascade(&[
-        "generate",
-        "--model",
-        model.to_str().unwrap(),
-        "--prompt",
-        "a red square",
-        "--width",
-        "64",
-        "--height",
-        "64",
-        "--steps",
-        "4",
-        "--scheduler",
-        "ddim",
-        "--method",
-        "self-cascade-tuned",
-        "--upsamplers",
-        run.join("upsampler.safetensors").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ]);
-    assert!(ok, "{err}");
-    assert!(out.is_file());
+    generate_tuned(&model, &run.join("upsampler.safetensors"), &out);
 
     // An image without a caption is named in a one-line error; nothing is trained.
     std::fs::remove_file(data.join("1.txt")).unwrap();
-    let (ok, _, err) = call(args("8", true));
+    let (ok, _, err) = train_upsampler(&model, &data, &run, "8", &resume);
     assert!(!ok);
     assert!(err.contains("1.txt") && err.contains("no caption"), "{err}");
     let _ = std::fs::remove_dir_all(&root);
@@ -712,26 +717,7 @@ fn train_upsampler_takes_pivots_from_files_and_generations_and_trains_resblocks(
          {\"image\": \"b.png\", \"caption\": \"a blue circle\", \"pivot\": \"b.pivot.png\"}\n",
     )
     .unwrap();
-    let train = |run: &Path, extra: &[&str]| {
-        let mut a = vec![
-            "train-upsampler",
-            "--model",
-            model.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-            "--size",
-            "64x64",
-            "--steps",
-            "1",
-            "--batch-size",
-            "2",
-            "--quiet",
-        ];
-        a.extend_from_slice(extra);
-        selfcascade(&a)
-    };
+    let train = |run: &Path, extra: &[&str]| train_upsampler(&model, &data, run, "1", extra);
     let files = root.join("files");
     let (ok, _, err) = train(&files, &["--pivot", "files", "--arch", "resblock"]);
     assert!(ok, "{err}");
@@ -739,29 +725,7 @@ fn train_upsampler_takes_pivots_from_files_and_generations_and_trains_resblocks(
     let pth = files.join("upsampler_only.pth");
     assert!(pth.is_file() && files.join("upsampler.safetensors").is_file());
     let out = root.join("tuned.png");
-    let (ok, _, err) = selfcascade(&[
-        "generate",
-        "--model",
-        model.to_str().unwrap(),
-        "--prompt",
-        "a red square",
-        "--width",
-        "64",
-        "--height",
-        "64",
-        "--steps",
-        "3",
-        "--scheduler",
-        "ddim",
-        "--method",
-        "self-cascade-tuned",
-        "--upsamplers",
-        pth.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ]);
-    assert!(ok, "{err}");
+    generate_tuned(&model, &pth, &out);
 
     // (b) pivots generated by the base model from the caption (2 DDIM steps here).
     let generated = root.join("generated");
