@@ -7,6 +7,7 @@ use crate::generate::{
 };
 use crate::output::{write_atomic, write_png};
 use crate::CliResult;
+use burn::module::Module;
 use burn::tensor::backend::Backend;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -15,7 +16,7 @@ use selfcascade_sd::pipeline::{FeatureInjection, Method};
 use selfcascade_sd::upsampler::{LightUpsampler, LightUpsamplerConfig};
 use selfcascade_shapes::{caption_vocabulary, grid_with_gap, RgbImage, SceneLabel};
 use selfcascade_shapes_model::{
-    default_model, default_upsampler, evaluate, load_checkpoint, to_images, EvalOptions,
+    default_model, default_upsampler, evaluate, load_checkpoint, to_images, EvalOptions, FineTuned,
     ShapesModel, TunedUpsampler, DEFAULT_GUIDANCE, DEFAULT_MODEL_NAME, DEFAULT_STEPS,
     DEFAULT_UPSAMPLER_STEPS,
 };
@@ -189,6 +190,11 @@ pub struct EvalArgs {
     /// trained for the embedded model).
     #[arg(long)]
     upsamplers: Option<PathBuf>,
+    /// A copy of the model fine-tuned at a higher resolution, as CHECKPOINT:SCALE (e.g.
+    /// runs/shapes-ft64/model.safetensors:4): adds a `full-fine-tune` row at that pixel scale
+    /// (repeatable).
+    #[arg(long)]
+    fine_tuned: Vec<String>,
     /// Print the table as JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -285,14 +291,47 @@ impl BackendJob for EvalJob {
             trainable_parameters: u.config().num_params(),
             training_steps: *steps,
         });
-        let (report, pictures) = evaluate(&model, &self.options, tuned.as_ref(), &mut |p| {
-            bar.set_length(p.step.total as u64);
-            bar.set_position(p.step.done as u64);
-            bar.set_message(format!(
-                "{} at {}× pixels, images {}/{}",
-                p.method, p.pixel_scale, p.images_done, p.images_total
-            ));
-        })
+        let mut fine_tuned_models = Vec::new();
+        for spec in &self.args.fine_tuned {
+            let (path, scale) = spec.rsplit_once(':').ok_or_else(|| {
+                format!("--fine-tuned {spec}: expected CHECKPOINT:SCALE, e.g. ft.safetensors:4")
+            })?;
+            let scale: usize = scale
+                .parse()
+                .map_err(|_| format!("--fine-tuned {spec}: `{scale}` is not a pixel scale"))?;
+            let (m, info) = load_checkpoint::<B>(Path::new(path), &device)
+                .map_err(|e| format!("--fine-tuned {path}: {e}"))?;
+            if m.config() != model.config() {
+                return Err(format!(
+                    "--fine-tuned {path}: its architecture differs from the evaluated model's"
+                ));
+            }
+            fine_tuned_models.push((m, scale, info.step as usize));
+        }
+        let fine_tuned: Vec<FineTuned<'_, B>> = fine_tuned_models
+            .iter()
+            .map(|(m, scale, steps)| FineTuned {
+                name: "full-fine-tune".into(),
+                model: m,
+                pixel_scale: *scale,
+                trainable_parameters: m.num_params(),
+                training_steps: *steps,
+            })
+            .collect();
+        let (report, pictures) = evaluate(
+            &model,
+            &self.options,
+            tuned.as_ref(),
+            &fine_tuned,
+            &mut |p| {
+                bar.set_length(p.step.total as u64);
+                bar.set_position(p.step.done as u64);
+                bar.set_message(format!(
+                    "{} at {}× pixels, images {}/{}",
+                    p.method, p.pixel_scale, p.images_done, p.images_total
+                ));
+            },
+        )
         .map_err(|e| e.to_string())?;
         bar.finish_and_clear();
         let json = serde_json::to_string_pretty(&serde_json::json!({

@@ -53,6 +53,21 @@ pub struct TunedUpsampler<'a, B: Backend> {
     pub training_steps: usize,
 }
 
+/// A copy of the model fine-tuned at a higher resolution (the paper's full fine-tuning baseline): its
+/// row samples it directly at `pixel_scale` × the base pixels.
+pub struct FineTuned<'a, B: Backend> {
+    /// Row name (`full-fine-tune`).
+    pub name: String,
+    /// The fine-tuned weights (same architecture).
+    pub model: &'a ShapesModel<B>,
+    /// The pixel scale it was fine-tuned for (its row's scale; must be one of the evaluated scales).
+    pub pixel_scale: usize,
+    /// Trainable parameters (reported in the row).
+    pub trainable_parameters: usize,
+    /// Fine-tuning steps (reported in the row).
+    pub training_steps: usize,
+}
+
 impl Default for EvalOptions {
     fn default() -> Self {
         Self {
@@ -236,11 +251,12 @@ pub struct EvalProgress<'a> {
 }
 
 /// Runs the evaluation. Returns the table and the images of every row. `tuned` is needed when the
-/// methods include `self-cascade-tuned`.
+/// methods include `self-cascade-tuned`; each of `fine_tuned` adds a row at its scale.
 pub fn evaluate<B: Backend>(
     model: &ShapesModel<B>,
     options: &EvalOptions,
     tuned: Option<&TunedUpsampler<'_, B>>,
+    fine_tuned: &[FineTuned<'_, B>],
     progress: &mut dyn FnMut(&EvalProgress),
 ) -> Result<(EvalReport, Vec<RowImages>)> {
     if options.samples == 0 || options.batch == 0 {
@@ -261,14 +277,49 @@ pub fn evaluate<B: Backend>(
         .map(|i| draw(options.seed, i))
         .collect();
     let labels: Vec<SceneLabel> = draws.iter().map(|d| d.0).collect();
-    let mut jobs: Vec<(String, Method, usize, usize)> = Vec::new();
+    // (row name, model, method, scale, side, trainable parameters, training steps)
+    type Job<'m, B> = (
+        String,
+        &'m ShapesModel<B>,
+        Method,
+        usize,
+        usize,
+        usize,
+        usize,
+    );
+    let mut jobs: Vec<Job<'_, B>> = Vec::new();
     if options.include_base {
-        jobs.push(("base".into(), Method::Direct, 1, base));
+        jobs.push(("base".into(), model, Method::Direct, 1, base, 0, 0));
     }
     for &(k, side) in &sides {
         for m in &options.methods {
-            jobs.push((m.name().to_string(), *m, k, side));
+            let (params, steps) = match (m, tuned) {
+                (Method::SelfCascadeTuned, Some(t)) => (t.trainable_parameters, t.training_steps),
+                _ => (0, 0),
+            };
+            jobs.push((m.name().to_string(), model, *m, k, side, params, steps));
         }
+        for f in fine_tuned.iter().filter(|f| f.pixel_scale == k) {
+            let (params, steps) = (f.trainable_parameters, f.training_steps);
+            jobs.push((
+                f.name.clone(),
+                f.model,
+                Method::Direct,
+                k,
+                side,
+                params,
+                steps,
+            ));
+        }
+    }
+    if let Some(f) = fine_tuned
+        .iter()
+        .find(|f| !sides.iter().any(|(k, _)| *k == f.pixel_scale))
+    {
+        return Err(Error::Config(format!(
+            "`{}` was fine-tuned for {}× pixels, which is not among the evaluated scales {:?}",
+            f.name, f.pixel_scale, options.pixel_scales
+        )));
     }
     if options.methods.contains(&Method::SelfCascadeTuned) && tuned.is_none() {
         return Err(Error::Config(
@@ -278,7 +329,7 @@ pub fn evaluate<B: Backend>(
     let injection = tuned.map(|t| FeatureInjection::new(t.upsampler));
     let mut rows = Vec::new();
     let mut pictures = Vec::new();
-    for (name, method, k, side) in jobs {
+    for (name, row_model, method, k, side, params, steps) in jobs {
         let mut request = default_request(side, side, method);
         request.steps = options.steps;
         request.guidance = options.guidance;
@@ -288,23 +339,23 @@ pub fn evaluate<B: Backend>(
             let l: Vec<SceneLabel> = chunk.iter().map(|d| d.0).collect();
             let s: Vec<u64> = chunk.iter().map(|d| d.1).collect();
             let done = images.len();
-            images.extend(model.generate_with(&l, &s, &request, injection, &mut |p| {
-                progress(&EvalProgress {
-                    method: &name,
-                    pixel_scale: k,
-                    images_done: done,
-                    images_total: options.samples,
-                    step: p,
-                });
-                ControlFlow::Continue(())
-            })?);
+            images.extend(
+                row_model.generate_with(&l, &s, &request, injection, &mut |p| {
+                    progress(&EvalProgress {
+                        method: &name,
+                        pixel_scale: k,
+                        images_done: done,
+                        images_total: options.samples,
+                        step: p,
+                    });
+                    ControlFlow::Continue(())
+                })?,
+            );
         }
         let seconds = start.elapsed().as_secs_f64();
         let mut row = summarize_row(&name, k, side, &labels, &images, seconds);
-        if let (Method::SelfCascadeTuned, Some(t)) = (method, tuned) {
-            row.trainable_parameters = t.trainable_parameters;
-            row.training_steps = t.training_steps;
-        }
+        row.trainable_parameters = params;
+        row.training_steps = steps;
         rows.push(row);
         pictures.push(RowImages {
             method: name,

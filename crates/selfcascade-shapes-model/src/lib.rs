@@ -51,7 +51,7 @@ pub use embedded::{
     DEFAULT_UPSAMPLER_STEPS,
 };
 pub use error::{Error, Result};
-pub use eval::{evaluate, EvalOptions, EvalReport, EvalRow, RowImages, TunedUpsampler};
+pub use eval::{evaluate, EvalOptions, EvalReport, EvalRow, FineTuned, RowImages, TunedUpsampler};
 pub use model::{LabelEmbedding, ShapesModel};
 pub use pipeline::{default_request, to_images, DEFAULT_GUIDANCE, DEFAULT_STEPS};
 pub use schedule::NoiseSchedule;

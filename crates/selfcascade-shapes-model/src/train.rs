@@ -40,6 +40,10 @@ pub struct TrainConfig {
     pub ema_decay: f64,
     /// Probability of replacing a label by the null label (classifier-free guidance training).
     pub label_dropout: f64,
+    /// Side of the rendered training images; `None`: the model's base `image_size`. A larger side
+    /// fine-tunes the model at a higher resolution (the paper's full fine-tuning baseline).
+    #[serde(default)]
+    pub image_size: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -53,6 +57,7 @@ impl Default for TrainConfig {
             weight_decay: 0.01,
             ema_decay: 0.999,
             label_dropout: 0.1,
+            image_size: None,
         }
     }
 }
@@ -207,6 +212,12 @@ impl<B: AutodiffBackend> Trainer<B> {
         device: &B::Device,
     ) -> Result<Self> {
         config.validate()?;
+        let align = model.config().downsampling_factor();
+        if let Some(side) = config.image_size.filter(|s| *s == 0 || s % align != 0) {
+            return Err(Error::Config(format!(
+                "image_size = {side}: the training side must be a positive multiple of {align}"
+            )));
+        }
         let ema = Ema::new(model.valid(), config.ema_decay);
         Ok(Self {
             optim: pytorch_adamw(config.weight_decay).init(),
@@ -250,7 +261,10 @@ impl<B: AutodiffBackend> Trainer<B> {
         step: u64,
         device: &BB::Device,
     ) -> Result<NoisedBatch<BB>> {
-        let size = self.model.config().image_size as u32;
+        let size = self
+            .config
+            .image_size
+            .unwrap_or(self.model.config().image_size) as u32;
         let images = render_batch(self.config.seed, step, self.config.batch_size, size)?;
         let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(self.config.seed, step, u64::MAX));
         Ok(noise_batch(

@@ -25,7 +25,7 @@ fn self_cascade_beats_direct_sampling_at_16x_pixels_by_30_points() {
         include_base: false,
         ..EvalOptions::default()
     };
-    let (report, _) = evaluate(&model, &options, None, &mut |_| {}).unwrap();
+    let (report, _) = evaluate(&model, &options, None, &[], &mut |_| {}).unwrap();
     let rate = |m: &str| {
         report
             .rows

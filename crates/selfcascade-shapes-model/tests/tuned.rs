@@ -51,3 +51,38 @@ fn a_short_run_trains_and_the_embedded_upsampler_fits_the_embedded_model() {
     assert_eq!(embedded.config().num_params(), 742);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn fine_tuned_copies_get_their_own_row_at_their_scale() {
+    use selfcascade_shapes_model::{evaluate, EvalOptions, FineTuned};
+    let (model, _) = default_model::<Flex>(&Default::default()).unwrap();
+    let options = EvalOptions {
+        methods: vec![],
+        pixel_scales: vec![4],
+        samples: 1,
+        batch: 1,
+        include_base: false,
+        steps: 2,
+        ..Default::default()
+    };
+    let ft = |scale| FineTuned {
+        name: "full-fine-tune".into(),
+        model: &model,
+        pixel_scale: scale,
+        trainable_parameters: 7,
+        training_steps: 3,
+    };
+    let (report, pictures) = evaluate(&model, &options, None, &[ft(4)], &mut |_| {}).unwrap();
+    assert_eq!(report.rows.len(), 1);
+    let row = &report.rows[0];
+    assert_eq!(
+        (row.method.as_str(), row.pixel_scale, row.width),
+        ("full-fine-tune", 4, 64)
+    );
+    assert_eq!((row.trainable_parameters, row.training_steps), (7, 3));
+    assert_eq!(pictures[0].images[0].width(), 64);
+    let err = evaluate(&model, &options, None, &[ft(16)], &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("16×"), "{err}");
+}
