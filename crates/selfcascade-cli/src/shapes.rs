@@ -77,6 +77,26 @@ fn load_upsampler<B: Backend>(
     }
 }
 
+/// `CHECKPOINT:SCALE[:NAME]` of `--fine-tuned` (NAME defaults to `full-fine-tune`).
+fn parse_fine_tuned(spec: &str) -> CliResult<(&str, usize, String)> {
+    let bad = || {
+        format!(
+            "--fine-tuned {spec}: expected CHECKPOINT:SCALE or CHECKPOINT:SCALE:NAME, e.g. \
+             runs/ft/model.safetensors:4"
+        )
+    };
+    let (rest, last) = spec.rsplit_once(':').ok_or_else(bad)?;
+    if let Ok(scale) = last.parse() {
+        return Ok((rest, scale, "full-fine-tune".into()));
+    }
+    let (path, scale) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let scale = scale.parse().map_err(|_| bad())?;
+    if last.is_empty() {
+        return Err(bad());
+    }
+    Ok((path, scale, last.to_string()))
+}
+
 /// `selfcascade generate` without `--model`: the embedded shapes model.
 pub fn generate<B: Backend>(
     args: &GenerateArgs,
@@ -190,9 +210,9 @@ pub struct EvalArgs {
     /// trained for the embedded model).
     #[arg(long)]
     upsamplers: Option<PathBuf>,
-    /// A copy of the model fine-tuned at a higher resolution, as CHECKPOINT:SCALE (e.g.
-    /// runs/shapes-ft64/model.safetensors:4): adds a `full-fine-tune` row at that pixel scale
-    /// (repeatable).
+    /// A copy of the model fine-tuned at a higher resolution, as CHECKPOINT:SCALE[:NAME] (e.g.
+    /// runs/shapes-ft64/model.safetensors:4): adds a row (named NAME, default `full-fine-tune`) that
+    /// samples it directly at that pixel scale (repeatable).
     #[arg(long)]
     fine_tuned: Vec<String>,
     /// Print the table as JSON instead of text.
@@ -293,12 +313,7 @@ impl BackendJob for EvalJob {
         });
         let mut fine_tuned_models = Vec::new();
         for spec in &self.args.fine_tuned {
-            let (path, scale) = spec.rsplit_once(':').ok_or_else(|| {
-                format!("--fine-tuned {spec}: expected CHECKPOINT:SCALE, e.g. ft.safetensors:4")
-            })?;
-            let scale: usize = scale
-                .parse()
-                .map_err(|_| format!("--fine-tuned {spec}: `{scale}` is not a pixel scale"))?;
+            let (path, scale, name) = parse_fine_tuned(spec)?;
             let (m, info) = load_checkpoint::<B>(Path::new(path), &device)
                 .map_err(|e| format!("--fine-tuned {path}: {e}"))?;
             if m.config() != model.config() {
@@ -306,15 +321,22 @@ impl BackendJob for EvalJob {
                     "--fine-tuned {path}: its architecture differs from the evaluated model's"
                 ));
             }
-            fine_tuned_models.push((m, scale, info.step as usize));
+            // LoRA checkpoints record their adapters' size; full fine-tuning trains everything.
+            let trainable = match info.metadata.get("trainable_parameters") {
+                Some(v) => v
+                    .parse()
+                    .map_err(|_| format!("--fine-tuned {path}: bad trainable_parameters `{v}`"))?,
+                None => m.num_params(),
+            };
+            fine_tuned_models.push((m, scale, name, trainable, info.step as usize));
         }
         let fine_tuned: Vec<FineTuned<'_, B>> = fine_tuned_models
             .iter()
-            .map(|(m, scale, steps)| FineTuned {
-                name: "full-fine-tune".into(),
+            .map(|(m, scale, name, trainable, steps)| FineTuned {
+                name: name.clone(),
                 model: m,
                 pixel_scale: *scale,
-                trainable_parameters: m.num_params(),
+                trainable_parameters: *trainable,
                 training_steps: *steps,
             })
             .collect();
@@ -396,5 +418,24 @@ impl BackendJob for EvalJob {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_fine_tuned;
+
+    #[test]
+    fn fine_tuned_specs_parse() {
+        assert_eq!(
+            parse_fine_tuned("a/b.safetensors:4").unwrap(),
+            ("a/b.safetensors", 4, "full-fine-tune".to_string())
+        );
+        assert_eq!(
+            parse_fine_tuned("a/b.safetensors:16:lora-r4").unwrap(),
+            ("a/b.safetensors", 16, "lora-r4".to_string())
+        );
+        assert!(parse_fine_tuned("a/b.safetensors").is_err());
+        assert!(parse_fine_tuned("a/b.safetensors:x:lora").is_err());
     }
 }

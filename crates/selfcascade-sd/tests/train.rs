@@ -298,3 +298,56 @@ fn data_parallel_training_follows_single_device_training() {
     assert!(worst <= 1e-5, "parameters differ by {worst}");
     assert!(parallel.set_devices(vec![Default::default(); 5]).is_err());
 }
+
+/// LoRA on the attention projections: a fresh adapter changes nothing, merging folds a trained one
+/// into the weights exactly (same output), and only the adapters train when the base is frozen.
+#[test]
+fn lora_adapters_start_neutral_train_alone_and_merge() {
+    use burn::module::AutodiffModule;
+    use burn::optim::{GradientsParams, Optimizer};
+    use selfcascade_sd::unet::UNetHooks;
+    let device = Default::default();
+    let unet = UNet2DConditionModel::<A>::load(&model_dir().join("unet"), None, &device).unwrap();
+    let x = Tensor::<A, 4>::random([1, 4, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+    let ctx = Tensor::<A, 3>::random([1, 5, 32], Distribution::Normal(0.0, 1.0), &device);
+    let run = |u: &UNet2DConditionModel<A>| {
+        u.forward(
+            x.clone(),
+            &[500.0],
+            ctx.clone(),
+            None,
+            &UNetHooks::default(),
+        )
+        .unwrap()
+    };
+    let plain = run(&unet);
+    let base = params(&unet);
+    let lora = unet.no_grad().with_lora(4, 4.0, 1);
+    assert!(lora.lora_params() > 0);
+    assert_eq!(
+        run(&lora).into_data(),
+        plain.clone().into_data(),
+        "a fresh adapter is neutral"
+    );
+    let mut optim = UpsamplerTrainConfig::default().optimizer().init();
+    let loss = run(&lora).square().mean();
+    let grads = GradientsParams::from_grads(loss.backward(), &lora);
+    let trained = optim.step(1e-2, lora, grads);
+    let after = run(&trained);
+    assert!(
+        (after.clone() - plain).abs().max().into_scalar() > 1e-4,
+        "the adapters learned"
+    );
+    let merged = trained.clone().merge_lora();
+    assert_eq!(merged.lora_params(), 0);
+    let diff = (run(&merged) - after).abs().max().into_scalar();
+    assert!(diff < 1e-4, "merged output differs by {diff}");
+    // Base weights untouched by the step (only the adapters had gradients): every one of them is
+    // still among the trained model's parameters, bit for bit.
+    let now = params(&trained.valid());
+    assert!(
+        base.iter().all(|p| now.contains(p)),
+        "a frozen weight changed"
+    );
+    assert!(now.len() > base.len());
+}

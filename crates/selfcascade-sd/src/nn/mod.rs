@@ -79,6 +79,35 @@ pub struct Linear<B: Backend> {
     pub weight: Param<Tensor<B, 2>>,
     /// `[out]`.
     pub bias: Option<Param<Tensor<B, 1>>>,
+    /// A low-rank adapter added to the output (LoRA; `None` for every loaded model).
+    pub lora: Option<LoraAdapter<B>>,
+}
+
+/// LoRA (Hu et al. 2021): `x·A·B · (alpha / rank)` added to a linear layer's output, with A `[in, r]`
+/// random and B `[r, out]` zero, so a fresh adapter changes nothing.
+#[derive(Module, Debug)]
+pub struct LoraAdapter<B: Backend> {
+    /// A, `[in, r]` (`lora_down`).
+    pub down: Param<Tensor<B, 2>>,
+    /// B, `[r, out]` (`lora_up`), zero-initialised.
+    pub up: Param<Tensor<B, 2>>,
+    /// alpha / rank.
+    pub scale: f64,
+}
+
+impl<B: Backend> LoraAdapter<B> {
+    /// The low-rank update x·A·B·scale.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let h = burn::tensor::module::linear(x, self.down.val(), None);
+        burn::tensor::module::linear(h, self.up.val(), None).mul_scalar(self.scale)
+    }
+
+    /// Number of trainable parameters (r·(in + out)).
+    pub fn num_params(&self) -> usize {
+        let [i, r] = self.down.dims();
+        let [_, o] = self.up.dims();
+        r * (i + o)
+    }
 }
 
 impl<B: Backend> Linear<B> {
@@ -93,7 +122,45 @@ impl<B: Backend> Linear<B> {
             } else {
                 None
             },
+            lora: None,
         })
+    }
+
+    /// This layer with a fresh LoRA adapter of `rank` (A: PyTorch's Kaiming-uniform bound 1/sqrt(in)
+    /// from `seed`, B: zero; scale alpha / rank). Replaces an existing adapter.
+    pub fn with_lora(self, rank: usize, alpha: f64, seed: u64) -> Self {
+        let device = self.weight.device();
+        let [inp, out] = self.weight.dims();
+        let bound = 1.0 / (inp as f64).sqrt();
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
+        let a: Vec<f32> = (0..inp * rank)
+            .map(|_| rand::Rng::random_range(&mut rng, -bound..bound) as f32)
+            .collect();
+        let down = Tensor::from_data(burn::tensor::TensorData::new(a, [inp, rank]), &device);
+        Self {
+            lora: Some(LoraAdapter {
+                down: Param::from_tensor(down),
+                up: Param::from_tensor(Tensor::zeros([rank, out], &device)),
+                scale: alpha / rank as f64,
+            }),
+            ..self
+        }
+    }
+
+    /// This layer with its adapter folded into the weight (W + A·B·scale) and removed.
+    pub fn merge_lora(self) -> Self {
+        match self.lora {
+            None => self,
+            Some(l) => {
+                let delta = l.down.val().matmul(l.up.val()).mul_scalar(l.scale);
+                let id = self.weight.id;
+                Self {
+                    weight: Param::initialized(id, self.weight.val().add(delta)),
+                    bias: self.bias,
+                    lora: None,
+                }
+            }
+        }
     }
 
     /// Output features.
@@ -103,7 +170,19 @@ impl<B: Backend> Linear<B> {
 
     /// x·Wᵀ + b over the last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        burn::tensor::module::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+        match &self.lora {
+            None => burn::tensor::module::linear(
+                x,
+                self.weight.val(),
+                self.bias.as_ref().map(|b| b.val()),
+            ),
+            Some(l) => burn::tensor::module::linear(
+                x.clone(),
+                self.weight.val(),
+                self.bias.as_ref().map(|b| b.val()),
+            )
+            .add(l.forward(x)),
+        }
     }
 }
 

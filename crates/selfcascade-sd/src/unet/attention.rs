@@ -188,6 +188,7 @@ fn linear_from_conv1x1<B: Backend>(vb: &Vb<B>, in_dim: usize, out_dim: usize) ->
     Ok(Linear {
         weight: Param::from_tensor(w.reshape([out_dim, in_dim]).transpose()),
         bias: Some(vb.param("bias", [out_dim], Init::Uniform(bound))?),
+        lora: None,
     })
 }
 

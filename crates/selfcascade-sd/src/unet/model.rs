@@ -385,3 +385,84 @@ impl<B: Backend> UNet2DConditionModel<B> {
         Ok(())
     }
 }
+
+impl<B: Backend> UNet2DConditionModel<B> {
+    /// Applies `f` to every attention projection (`to_q`, `to_k`, `to_v`, `to_out.0` of `attn1` and
+    /// `attn2` in every transformer block), in module order.
+    fn map_attention_projections(
+        mut self,
+        f: &mut dyn FnMut(crate::nn::Linear<B>) -> crate::nn::Linear<B>,
+    ) -> Self {
+        let mut map_block = |t: super::attention::Transformer2DModel<B>| {
+            let mut t = t;
+            t.transformer_blocks = t
+                .transformer_blocks
+                .into_iter()
+                .map(|mut b| {
+                    for attn in [&mut b.attn1, &mut b.attn2] {
+                        // Module clones share their tensors: mapping a clone costs no copy.
+                        attn.to_q = f(attn.to_q.clone());
+                        attn.to_k = f(attn.to_k.clone());
+                        attn.to_v = f(attn.to_v.clone());
+                        attn.to_out.0 = f(attn.to_out.0.clone());
+                    }
+                    b
+                })
+                .collect();
+            t
+        };
+        for block in &mut self.down_blocks {
+            block.attentions = std::mem::take(&mut block.attentions)
+                .into_iter()
+                .map(&mut map_block)
+                .collect();
+        }
+        self.mid_block.attentions = std::mem::take(&mut self.mid_block.attentions)
+            .into_iter()
+            .map(&mut map_block)
+            .collect();
+        for block in &mut self.up_blocks {
+            block.attentions = std::mem::take(&mut block.attentions)
+                .into_iter()
+                .map(&mut map_block)
+                .collect();
+        }
+        self
+    }
+
+    /// This UNet with a fresh LoRA adapter of `rank` (scale alpha / rank) on every attention
+    /// projection — the paper's LoRA fine-tuning baseline. Adapters are seeded from `seed` in module
+    /// order; freeze the base weights first (`Module::no_grad`) so that only the adapters train.
+    pub fn with_lora(self, rank: usize, alpha: f64, seed: u64) -> Self {
+        let mut k = 0u64;
+        self.map_attention_projections(&mut |l| {
+            k += 1;
+            l.with_lora(rank, alpha, seed.wrapping_add(k))
+        })
+    }
+
+    /// This UNet with every LoRA adapter folded into its layer's weight (a plain UNet again).
+    pub fn merge_lora(self) -> Self {
+        self.map_attention_projections(&mut |l| l.merge_lora())
+    }
+
+    /// Parameters of the LoRA adapters.
+    pub fn lora_params(&self) -> usize {
+        let count = |t: &super::attention::Transformer2DModel<B>| {
+            t.transformer_blocks
+                .iter()
+                .flat_map(|b| [&b.attn1, &b.attn2])
+                .flat_map(|a| [&a.to_q, &a.to_k, &a.to_v, &a.to_out.0])
+                .filter_map(|l| l.lora.as_ref())
+                .map(|l| l.num_params())
+                .sum::<usize>()
+        };
+        self.down_blocks
+            .iter()
+            .flat_map(|b| &b.attentions)
+            .chain(&self.mid_block.attentions)
+            .chain(self.up_blocks.iter().flat_map(|b| &b.attentions))
+            .map(count)
+            .sum()
+    }
+}
