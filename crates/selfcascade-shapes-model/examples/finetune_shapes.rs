@@ -9,11 +9,21 @@
 //! --fine-tuned runs/shapes-ft64/model.safetensors:4` adds its row (direct sampling at 64², 4× pixels).
 
 use burn::backend::{Autodiff, Flex};
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module, ModuleMapper, Param};
+use burn::tensor::{backend::AutodiffBackend, Tensor};
 use selfcascade_shapes_model::{default_model, ShapesModel, TrainConfig, Trainer};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
+
+/// Marks every float parameter as trainable.
+struct RequireGrad;
+
+impl<B: AutodiffBackend> ModuleMapper<B> for RequireGrad {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        param.set_require_grad(true)
+    }
+}
 
 fn main() -> ExitCode {
     match run() {
@@ -55,7 +65,9 @@ fn run() -> Result<(), String> {
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let device = Default::default();
     let (model, _) = default_model::<Flex>(&device).map_err(|e| e.to_string())?;
-    let model = ShapesModel::<Autodiff<Flex>>::from_inner(model);
+    // Parameters loaded on the inner backend carry `require_grad = false`, which `from_inner` keeps:
+    // switch every one on, or nothing would train.
+    let model = ShapesModel::<Autodiff<Flex>>::from_inner(model).map(&mut RequireGrad);
     let mut trainer = Trainer::from_model(model, config, &device).map_err(|e| e.to_string())?;
     let start = Instant::now();
     while trainer.step_count() < trainer.config().steps {
@@ -74,9 +86,10 @@ fn run() -> Result<(), String> {
         .and_then(|()| trainer.save(&out.join("model-raw.safetensors"), false))
         .map_err(|e| e.to_string())?;
     eprintln!(
-        "{} steps in {:.0} s; weights in {}",
+        "{} steps in {:.0} s; {} trainable parameters; weights in {}",
         trainer.step_count(),
         start.elapsed().as_secs_f64(),
+        trainer.model().num_params(),
         out.display()
     );
     Ok(())
