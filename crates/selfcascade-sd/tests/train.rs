@@ -12,8 +12,8 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{backend::Backend, Distribution, Tensor};
 use selfcascade_core::scheduler::SchedulerConfig;
 use selfcascade_sd::train::{
-    list_checkpoints, train, Conditioning, RunDir, TimestepSampling, TrainingExample, TrainingSet,
-    UpsamplerTrainConfig, UpsamplerTrainer,
+    list_checkpoints, train, Conditioning, RunDir, StepDraws, TimestepSampling, TrainingExample,
+    TrainingSet, UpsamplerTrainConfig, UpsamplerTrainer,
 };
 use selfcascade_sd::unet::{resize_nearest, UNet2DConditionModel};
 use selfcascade_sd::upsampler::{LightUpsampler, LightUpsamplerConfig};
@@ -322,7 +322,11 @@ fn lora_adapters_start_neutral_train_alone_and_merge() {
     };
     let plain = run(&unet);
     let base = params(&unet);
-    let lora = unet.no_grad().with_lora(4, 4.0, 1);
+    assert!(
+        unet.clone().with_lora(0, 4.0, 1).is_err(),
+        "rank 0 is refused"
+    );
+    let lora = unet.no_grad().with_lora(4, 4.0, 1).unwrap();
     assert!(lora.lora_params() > 0);
     assert_eq!(
         run(&lora).into_data(),
@@ -350,4 +354,79 @@ fn lora_adapters_start_neutral_train_alone_and_merge() {
         "a frozen weight changed"
     );
     assert!(now.len() > base.len());
+}
+
+/// The LoRA update against a hand computation: y = x·W + b + (x·A·B)·α/r, for W [2, 3], A [2, 1],
+/// B [1, 3], α = 2, r = 1 (a transposed factor or a wrong scale changes the numbers).
+#[test]
+fn lora_forward_is_x_w_plus_scaled_x_a_b() {
+    use burn::module::Param;
+    use selfcascade_sd::nn::{Linear, LoraAdapter};
+    let device = Default::default();
+    let t2 = |v: Vec<f32>, s: [usize; 2]| {
+        Param::from_tensor(Tensor::<B, 2>::from_data(
+            burn::tensor::TensorData::new(v, s),
+            &device,
+        ))
+    };
+    let layer = Linear {
+        weight: t2(vec![1., 2., 3., 4., 5., 6.], [2, 3]),
+        bias: Some(Param::from_tensor(Tensor::<B, 1>::from_floats(
+            [0.5, 0., -0.5],
+            &device,
+        ))),
+        lora: Some(LoraAdapter {
+            down: t2(vec![1., -1.], [2, 1]),
+            up: t2(vec![1., 10., 100.], [1, 3]),
+            scale: 2.0,
+        }),
+    };
+    let x = Tensor::<B, 2>::from_floats([[1., 2.]], &device);
+    // x·W = [9, 12, 15]; + b = [9.5, 12, 14.5]; x·A = -1; (x·A)·B·2 = [-2, -20, -200].
+    let y = layer
+        .clone()
+        .forward(x.clone())
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    assert_eq!(y, vec![7.5, -8.0, -185.5]);
+    let merged = layer
+        .merge_lora()
+        .forward(x)
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    assert_eq!(merged, y);
+}
+
+/// Malformed draws given to `step_with` are errors, not panics.
+#[test]
+fn bad_step_draws_are_errors() {
+    let data = data();
+    let mut t = trainer(config(1));
+    let good = t.draws(0, data.examples.len(), [4, 16, 16]).unwrap();
+    let cases = [
+        StepDraws {
+            examples: vec![0, 99],
+            ..good.clone()
+        },
+        StepDraws {
+            timesteps: vec![5, 1000],
+            ..good.clone()
+        },
+        StepDraws {
+            dropped: vec![false],
+            ..good.clone()
+        },
+        StepDraws {
+            noise: vec![0.0; 3],
+            ..good.clone()
+        },
+    ];
+    for bad in cases {
+        let err = t.step_with(&data, bad).unwrap_err().to_string();
+        assert!(err.contains("step draws"), "{err}");
+    }
+    assert!(t.draws(0, 0, [4, 16, 16]).is_err());
+    assert_eq!(t.steps_done(), 0);
 }

@@ -127,8 +127,14 @@ impl<B: Backend> Linear<B> {
     }
 
     /// This layer with a fresh LoRA adapter of `rank` (A: PyTorch's Kaiming-uniform bound 1/sqrt(in)
-    /// from `seed`, B: zero; scale alpha / rank). Replaces an existing adapter.
-    pub fn with_lora(self, rank: usize, alpha: f64, seed: u64) -> Self {
+    /// from `seed`, B: zero; scale alpha / rank). Replaces an existing adapter. A rank of 0 or a
+    /// non-finite alpha is an error.
+    pub fn with_lora(self, rank: usize, alpha: f64, seed: u64) -> Result<Self> {
+        if rank == 0 || !alpha.is_finite() {
+            return Err(Error::Input(format!(
+                "LoRA rank {rank}, alpha {alpha}: the rank must be at least 1 and alpha finite"
+            )));
+        }
         let device = self.weight.device();
         let [inp, out] = self.weight.dims();
         let bound = 1.0 / (inp as f64).sqrt();
@@ -137,14 +143,14 @@ impl<B: Backend> Linear<B> {
             .map(|_| rand::Rng::random_range(&mut rng, -bound..bound) as f32)
             .collect();
         let down = Tensor::from_data(burn::tensor::TensorData::new(a, [inp, rank]), &device);
-        Self {
+        Ok(Self {
             lora: Some(LoraAdapter {
                 down: Param::from_tensor(down),
                 up: Param::from_tensor(Tensor::zeros([rank, out], &device)),
                 scale: alpha / rank as f64,
             }),
             ..self
-        }
+        })
     }
 
     /// This layer with its adapter folded into the weight (W + A·B·scale) and removed.

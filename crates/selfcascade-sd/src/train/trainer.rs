@@ -159,6 +159,9 @@ where
     /// example t, the caption dropout coin and ε.
     pub fn draws(&self, step: u64, len: usize, shape: [usize; 3]) -> Result<StepDraws> {
         let b = self.config.batch_size;
+        if len == 0 {
+            return Err(Error::Input("the training set has no examples".into()));
+        }
         let (t_min, t_max) = self.config.timesteps.bounds(self.alphas_cumprod.len())?;
         let epoch_order = |epoch: u64| {
             let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
@@ -169,10 +172,18 @@ where
             }
             order
         };
+        // A batch spans one epoch, or two at an epoch boundary: each permutation is made once.
+        let mut order: Option<(u64, Vec<usize>)> = None;
         let examples = (0..b as u64)
             .map(|i| {
                 let pos = step * b as u64 + i;
-                epoch_order(pos / len as u64)[(pos % len as u64) as usize]
+                let epoch = pos / len as u64;
+                if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                    order = Some((epoch, epoch_order(epoch)));
+                }
+                order
+                    .as_ref()
+                    .map_or(0, |(_, o)| o[(pos % len as u64) as usize])
             })
             .collect();
         let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
@@ -211,6 +222,7 @@ where
         data: &TrainingSet<A::InnerBackend>,
         draws: &StepDraws,
     ) -> Result<Tensor<A, 1>> {
+        self.check_draws(data, draws)?;
         let [c, h, w] = data.latent_shape()?;
         let b = draws.examples.len();
         let lift = |t: Tensor<A::InnerBackend, 4>| Tensor::<A, 4>::from_inner(t.to_device(device));
@@ -273,11 +285,45 @@ where
         Ok((prediction - target).square().mean())
     }
 
+    /// Errors unless `data` fits the UNet and `draws` fit `data`: examples in range, one timestep in
+    /// the schedule and one dropout flag per example, ε of the batch's latent size.
+    fn check_draws(&self, data: &TrainingSet<A::InnerBackend>, draws: &StepDraws) -> Result<()> {
+        data.check(&self.unet)?;
+        let b = draws.examples.len();
+        let per_row: usize = data.latent_shape()?.iter().product();
+        let k = self.alphas_cumprod.len();
+        let bad = |m: String| Err(Error::Input(format!("step draws: {m}")));
+        if b == 0 {
+            return bad("no examples".into());
+        }
+        if let Some(i) = draws.examples.iter().find(|&&i| i >= data.examples.len()) {
+            return bad(format!("example {i} of a set of {}", data.examples.len()));
+        }
+        if draws.timesteps.len() != b || draws.dropped.len() != b {
+            return bad(format!(
+                "{} timesteps and {} dropout flags for {b} examples",
+                draws.timesteps.len(),
+                draws.dropped.len()
+            ));
+        }
+        if let Some(t) = draws.timesteps.iter().find(|&&t| t >= k) {
+            return bad(format!("timestep {t} outside the schedule's 0..{k}"));
+        }
+        if draws.noise.len() != b * per_row {
+            return bad(format!(
+                "{} noise values; {b} examples of {per_row} need {}",
+                draws.noise.len(),
+                b * per_row
+            ));
+        }
+        Ok(())
+    }
+
     /// Trains data-parallel over `devices` (burn's multi-device optimizer step): each step's batch is
     /// split into contiguous shards, one per device; each device runs its own replica of the frozen
     /// UNet and of Φ on its shard, with the shard's loss weighted by its share of the batch, and the
-    /// optimizer sums the gradients (= the gradient of the whole batch's mean loss). One device (the
-    /// default) trains on the trainer's own device. Every device must be of this backend.
+    /// optimizer sums the gradients (= the gradient of the whole batch's mean loss). With one device,
+    /// the UNet and Φ move there and train as usual. Call before the first step.
     pub fn set_devices(&mut self, devices: Vec<A::Device>) -> Result<()> {
         if devices.is_empty() {
             return Err(Error::Input(
@@ -290,6 +336,13 @@ where
                 devices.len(),
                 self.config.batch_size
             )));
+        }
+        if let [device] = devices.as_slice() {
+            self.unet = self.unet.clone().fork(device);
+            self.upsampler = self.upsampler.clone().fork(device);
+            self.device = device.clone();
+            self.replicas.clear();
+            return Ok(());
         }
         self.replicas = devices
             .into_iter()
@@ -327,9 +380,15 @@ where
             self.upsampler = self.optimizer.step(lr, self.upsampler.clone(), grads);
             value
         } else {
+            self.check_draws(data, &draws)?;
             let b = draws.examples.len();
-            let per_row = draws.noise.len() / b.max(1);
+            let per_row = draws.noise.len() / b;
             let n = self.replicas.len();
+            if b < n {
+                return Err(Error::Input(format!(
+                    "{b} examples for {n} devices: every device needs at least one"
+                )));
+            }
             let mut multi = MultiGradientsParams::default();
             let mut losses = Vec::with_capacity(n);
             for (k, (unet, device)) in self.replicas.iter().enumerate() {

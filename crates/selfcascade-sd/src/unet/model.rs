@@ -433,12 +433,20 @@ impl<B: Backend> UNet2DConditionModel<B> {
     /// This UNet with a fresh LoRA adapter of `rank` (scale alpha / rank) on every attention
     /// projection — the paper's LoRA fine-tuning baseline. Adapters are seeded from `seed` in module
     /// order; freeze the base weights first (`Module::no_grad`) so that only the adapters train.
-    pub fn with_lora(self, rank: usize, alpha: f64, seed: u64) -> Self {
+    pub fn with_lora(self, rank: usize, alpha: f64, seed: u64) -> Result<Self> {
+        // Checked once here, so the per-layer calls below cannot fail.
+        if rank == 0 || !alpha.is_finite() {
+            return Err(Error::Input(format!(
+                "LoRA rank {rank}, alpha {alpha}: the rank must be at least 1 and alpha finite"
+            )));
+        }
         let mut k = 0u64;
-        self.map_attention_projections(&mut |l| {
+        Ok(self.map_attention_projections(&mut |l| {
             k += 1;
-            l.with_lora(rank, alpha, seed.wrapping_add(k))
-        })
+            l.clone()
+                .with_lora(rank, alpha, seed.wrapping_add(k))
+                .unwrap_or(l)
+        }))
     }
 
     /// This UNet with every LoRA adapter folded into its layer's weight (a plain UNet again).
