@@ -18,7 +18,7 @@ use std::path::Path;
 /// folder), which is synced and then renamed over `path`, so a reader sees the old file or the complete
 /// new one, never a partial one. On any error the temporary is removed, `path` is left as it was and the
 /// error (an [`Error::Io`]) names `path`.
-pub(crate) fn write_atomically(
+pub fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
 ) -> Result<()> {

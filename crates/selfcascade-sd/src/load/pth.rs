@@ -14,8 +14,8 @@ impl TensorStore {
     /// Reads the tensors of a PyTorch checkpoint. With `top_level_key = Some("state_dict")` only the
     /// dictionary under that key is read (a Lightning checkpoint, or the released `upsampler_only.pth`);
     /// its tensors keep their dotted names (`unet.feature_upsampler0.0.in_layers.0.weight`). Float tensors
-    /// (F32, F16, BF16, F64) are kept in their precision and read as float32 like safetensors ones; a
-    /// tensor of any other type, a file that is not a PyTorch checkpoint, a missing key or a truncated
+    /// (F32, F16, BF16, F64) are kept in their precision and read as float32 like safetensors ones;
+    /// batch norms' integer `num_batches_tracked` counters are left out; a tensor of any other type, a file that is not a PyTorch checkpoint, a missing key or a truncated
     /// file is an [`Error::Weights`] naming the file.
     pub fn open_pth(path: &Path, top_level_key: Option<&str>) -> Result<Self> {
         let bad = |what: String| Error::Weights(format!("{}: {what}", path.display()));
@@ -62,6 +62,8 @@ impl TensorStore {
                 DType::F16 => Dtype::F16,
                 DType::BF16 => Dtype::BF16,
                 DType::F64 => Dtype::F64,
+                // Batch norm's step counter (an int64 buffer) is not a weight: left out.
+                _ if name.ends_with("num_batches_tracked") => continue,
                 other => {
                     return Err(bad(format!(
                         "tensor `{name}` has dtype {other:?}; expected a float type (F32, F16, BF16, F64)"

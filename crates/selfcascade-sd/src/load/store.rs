@@ -94,7 +94,7 @@ impl TensorStore {
     }
 
     /// A store over safetensors bytes built in memory; `origin` stands for their file in messages.
-    pub(crate) fn from_owned(origin: PathBuf, bytes: Vec<u8>) -> Result<Self> {
+    pub fn from_owned(origin: PathBuf, bytes: Vec<u8>) -> Result<Self> {
         let mut store = Self {
             files: Vec::new(),
             index: BTreeMap::new(),
