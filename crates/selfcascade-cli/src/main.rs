@@ -1,6 +1,7 @@
 //! `selfcascade`: higher-resolution Stable Diffusion by the self-cascade method.
 
 mod backend;
+mod eval;
 mod generate;
 mod inspect;
 mod output;
@@ -33,6 +34,9 @@ enum Command {
     /// The shapes world: evaluate every method on the embedded model.
     #[command(subcommand)]
     Shapes(shapes::ShapesCommand),
+    /// Image quality: Inception features, FID and KID (clean-fid's protocol).
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
     /// Train the tuned method's feature upsamplers on captioned images (the model stays frozen).
     TrainUpsampler(train::TrainArgs),
 }
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
         Command::Inspect(cmd) => inspect::run(cmd),
         Command::Shapes(cmd) => shapes::run(cmd),
         Command::TrainUpsampler(args) => train::run(args),
+        Command::Eval(cmd) => eval::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

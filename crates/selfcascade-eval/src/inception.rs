@@ -120,6 +120,35 @@ fn max_pool_3x3_s2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     max_pool2d(x, [3, 3], [2, 2], [0, 0], [1, 1], false)
 }
 
+fn named<'a, B: Backend>(
+    convs: &[(&str, &'a BasicConv2d<B>)],
+) -> Vec<(String, &'a BasicConv2d<B>)> {
+    convs.iter().map(|(n, c)| (n.to_string(), *c)).collect()
+}
+
+/// The names of a block's convolutions under the block's name.
+fn prefixed<'a, B: Backend>(
+    block: &str,
+    convs: Vec<(String, &'a BasicConv2d<B>)>,
+) -> Vec<(String, &'a BasicConv2d<B>)> {
+    convs
+        .into_iter()
+        .map(|(n, c)| (format!("{block}.{n}"), c))
+        .collect()
+}
+
+/// `prefix_1`, `prefix_2`, … for a chain of convolutions.
+fn numbered<'a, B: Backend>(
+    prefix: &str,
+    convs: &'a [BasicConv2d<B>],
+) -> Vec<(String, &'a BasicConv2d<B>)> {
+    convs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("{prefix}_{}", i + 1), c))
+        .collect()
+}
+
 /// `FIDInceptionA` (Mixed_5b–5d): 1×1, 5×5, double 3×3 and pool branches.
 #[derive(Module, Debug)]
 struct InceptionA<B: Backend> {
@@ -133,6 +162,18 @@ struct InceptionA<B: Backend> {
 }
 
 impl<B: Backend> InceptionA<B> {
+    fn convs(&self) -> Vec<(String, &BasicConv2d<B>)> {
+        named(&[
+            ("branch1x1", &self.branch1x1),
+            ("branch5x5_1", &self.branch5x5_1),
+            ("branch5x5_2", &self.branch5x5_2),
+            ("branch3x3dbl_1", &self.branch3x3dbl_1),
+            ("branch3x3dbl_2", &self.branch3x3dbl_2),
+            ("branch3x3dbl_3", &self.branch3x3dbl_3),
+            ("branch_pool", &self.branch_pool),
+        ])
+    }
+
     fn new(vb: &Vb<B>, cin: usize, pool_features: usize) -> Result<Self> {
         Ok(Self {
             branch1x1: conv1(vb, "branch1x1", cin, 64)?,
@@ -169,6 +210,15 @@ struct InceptionB<B: Backend> {
 }
 
 impl<B: Backend> InceptionB<B> {
+    fn convs(&self) -> Vec<(String, &BasicConv2d<B>)> {
+        named(&[
+            ("branch3x3", &self.branch3x3),
+            ("branch3x3dbl_1", &self.branch3x3dbl_1),
+            ("branch3x3dbl_2", &self.branch3x3dbl_2),
+            ("branch3x3dbl_3", &self.branch3x3dbl_3),
+        ])
+    }
+
     fn new(vb: &Vb<B>, cin: usize) -> Result<Self> {
         Ok(Self {
             branch3x3: conv3_s2(vb, "branch3x3", cin, 384)?,
@@ -198,6 +248,14 @@ struct InceptionC<B: Backend> {
 }
 
 impl<B: Backend> InceptionC<B> {
+    fn convs(&self) -> Vec<(String, &BasicConv2d<B>)> {
+        let mut v = named(&[("branch1x1", &self.branch1x1)]);
+        v.extend(numbered("branch7x7", &self.branch7x7));
+        v.extend(numbered("branch7x7dbl", &self.branch7x7dbl));
+        v.push(("branch_pool".into(), &self.branch_pool));
+        v
+    }
+
     fn new(vb: &Vb<B>, cin: usize, c7: usize) -> Result<Self> {
         let (row, col) = ((1, 7), (7, 1));
         Ok(Self {
@@ -238,6 +296,15 @@ struct InceptionD<B: Backend> {
 }
 
 impl<B: Backend> InceptionD<B> {
+    fn convs(&self) -> Vec<(String, &BasicConv2d<B>)> {
+        let mut v = named(&[
+            ("branch3x3_1", &self.branch3x3_1),
+            ("branch3x3_2", &self.branch3x3_2),
+        ]);
+        v.extend(numbered("branch7x7x3", &self.branch7x7x3));
+        v
+    }
+
     fn new(vb: &Vb<B>, cin: usize) -> Result<Self> {
         Ok(Self {
             branch3x3_1: conv1(vb, "branch3x3_1", cin, 192)?,
@@ -277,6 +344,20 @@ struct InceptionE<B: Backend> {
 }
 
 impl<B: Backend> InceptionE<B> {
+    fn convs(&self) -> Vec<(String, &BasicConv2d<B>)> {
+        named(&[
+            ("branch1x1", &self.branch1x1),
+            ("branch3x3_1", &self.branch3x3_1),
+            ("branch3x3_2a", &self.branch3x3_2a),
+            ("branch3x3_2b", &self.branch3x3_2b),
+            ("branch3x3dbl_1", &self.branch3x3dbl_1),
+            ("branch3x3dbl_2", &self.branch3x3dbl_2),
+            ("branch3x3dbl_3a", &self.branch3x3dbl_3a),
+            ("branch3x3dbl_3b", &self.branch3x3dbl_3b),
+            ("branch_pool", &self.branch_pool),
+        ])
+    }
+
     fn new(vb: &Vb<B>, cin: usize, max_pool: bool) -> Result<Self> {
         Ok(Self {
             branch1x1: conv1(vb, "branch1x1", cin, 320)?,
@@ -397,6 +478,99 @@ impl<B: Backend> InceptionV3<B> {
             mixed_7b: InceptionE::new(&vb.pp("Mixed_7b"), 1280, false)?,
             mixed_7c: InceptionE::new(&vb.pp("Mixed_7c"), 2048, true)?,
         })
+    }
+
+    /// Every convolution with its pytorch-fid name (`Mixed_6b.branch7x7_2`).
+    fn convs(&self) -> Vec<(String, &BasicConv2d<B>)> {
+        let stem = [
+            "Conv2d_1a_3x3",
+            "Conv2d_2a_3x3",
+            "Conv2d_2b_3x3",
+            "Conv2d_3b_1x1",
+            "Conv2d_4a_3x3",
+        ];
+        let mut all: Vec<(String, &BasicConv2d<B>)> = stem
+            .iter()
+            .zip(&self.stem)
+            .map(|(n, c)| (n.to_string(), c))
+            .collect();
+        let mut rest = Vec::new();
+        for (name, block) in ["Mixed_5b", "Mixed_5c", "Mixed_5d"]
+            .iter()
+            .zip(&self.mixed_5)
+        {
+            rest.extend(prefixed(name, block.convs()));
+        }
+        rest.extend(prefixed("Mixed_6a", self.mixed_6a.convs()));
+        for (name, block) in ["Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e"]
+            .iter()
+            .zip(&self.mixed_6)
+        {
+            rest.extend(prefixed(name, block.convs()));
+        }
+        rest.extend(prefixed("Mixed_7a", self.mixed_7a.convs()));
+        rest.extend(prefixed("Mixed_7b", self.mixed_7b.convs()));
+        rest.extend(prefixed("Mixed_7c", self.mixed_7c.convs()));
+        all.extend(rest);
+        all
+    }
+
+    /// Writes the network as a safetensors state dict in pytorch-fid's names and shapes, with each
+    /// batch norm already folded into its convolution (γ = 1, β = the folded bias, μ = 0,
+    /// σ² = 1 − ε), which [`InceptionV3::load`] reads back. Written atomically.
+    pub fn save_safetensors(&self, path: &Path) -> Result<()> {
+        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        let bytes = |v: Vec<f32>| {
+            v.into_iter()
+                .flat_map(f32::to_le_bytes)
+                .collect::<Vec<u8>>()
+        };
+        for (name, conv) in self.convs() {
+            let w = conv.weight.val();
+            let shape = w.dims().to_vec();
+            let cout = shape[0];
+            let read = |t: burn::tensor::TensorData| {
+                t.to_vec::<f32>()
+                    .map_err(|e| Error::Numeric(format!("reading `{name}`: {e:?}")))
+            };
+            tensors.push((
+                format!("{name}.conv.weight"),
+                shape,
+                bytes(read(w.into_data())?),
+            ));
+            tensors.push((
+                format!("{name}.bn.weight"),
+                vec![cout],
+                bytes(vec![1.0; cout]),
+            ));
+            tensors.push((
+                format!("{name}.bn.bias"),
+                vec![cout],
+                bytes(read(conv.bias.val().into_data())?),
+            ));
+            tensors.push((
+                format!("{name}.bn.running_mean"),
+                vec![cout],
+                bytes(vec![0.0; cout]),
+            ));
+            tensors.push((
+                format!("{name}.bn.running_var"),
+                vec![cout],
+                bytes(vec![(1.0 - BN_EPS) as f32; cout]),
+            ));
+        }
+        let views = tensors
+            .iter()
+            .map(|(n, shape, b)| {
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
+                    .map(|v| (n.clone(), v))
+                    .map_err(|e| Error::Numeric(format!("`{n}`: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let encoded = safetensors::serialize(views, None)
+            .map_err(|e| Error::Numeric(format!("encoding the Inception weights: {e}")))?;
+        selfcascade_sd::load::write_atomically(path, |f| std::io::Write::write_all(f, &encoded))?;
+        Ok(())
     }
 
     /// The pool3 features `[N, 2048]` of images `[N, 3, 299, 299]` with values in 0..=255 (scaled

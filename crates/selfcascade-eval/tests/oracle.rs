@@ -222,3 +222,45 @@ fn fid_and_kid_match_clean_fid() {
     );
     assert!(whole.std < 1e-9 * want);
 }
+
+#[test]
+fn saved_weights_use_pytorch_fid_names_and_reload_to_the_same_network() {
+    let device = Default::default();
+    let net = InceptionV3::<Flex>::from_store(formula_store(), &device).unwrap();
+    let dir = std::env::temp_dir().join(format!("selfcascade-inception-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("inception.safetensors");
+    net.save_safetensors(&path).unwrap();
+    let saved = TensorStore::open(&[path.clone()]).unwrap();
+    let mut saved: Vec<String> = saved.names().map(String::from).collect();
+    saved.sort();
+    let keys: Vec<(String, Vec<usize>)> =
+        serde_json::from_str(&std::fs::read_to_string(fixture("keys.json")).unwrap()).unwrap();
+    let mut expected: Vec<String> = keys
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| !k.starts_with("fc.") && !k.ends_with("num_batches_tracked"))
+        .collect();
+    expected.sort();
+    assert_eq!(saved, expected);
+    let reloaded = InceptionV3::<Flex>::load(&path, &device).unwrap();
+    let x = burn::tensor::Tensor::<Flex, 4>::random(
+        [1, 3, 299, 299],
+        burn::tensor::Distribution::Uniform(0.0, 255.0),
+        &device,
+    );
+    let a = net
+        .features(x.clone())
+        .unwrap()
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    let b = reloaded
+        .features(x)
+        .unwrap()
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    assert!(rel_l2(&b, &a) < 1e-5);
+    std::fs::remove_dir_all(&dir).ok();
+}
