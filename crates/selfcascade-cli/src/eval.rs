@@ -174,17 +174,30 @@ impl<B: Backend> FeatureSets<B> {
         if flags.batch_size == 0 {
             return Err("--batch-size must be at least 1".into());
         }
-        Ok(Self {
-            inception: flags.inception.clone(),
-            options: FeatureOptions {
-                preprocess,
-                batch_size: flags.batch_size,
-                cache: !flags.no_cache,
-            },
-            quiet: flags.quiet,
+        let options = FeatureOptions {
+            preprocess,
+            batch_size: flags.batch_size,
+            cache: !flags.no_cache,
+        };
+        let mut sets = Self::with(PathBuf::new(), options, flags.quiet, device);
+        sets.inception = flags.inception.clone();
+        Ok(sets)
+    }
+
+    /// Features through the Inception weights at `inception` (loaded on first use).
+    pub fn with(
+        inception: PathBuf,
+        options: FeatureOptions,
+        quiet: bool,
+        device: B::Device,
+    ) -> Self {
+        Self {
+            inception: Some(inception),
+            options,
+            quiet,
             device,
             net: std::cell::OnceCell::new(),
-        })
+        }
     }
 
     fn net(&self) -> CliResult<&InceptionFeatures<B>> {

@@ -1,6 +1,7 @@
 //! `selfcascade`: higher-resolution Stable Diffusion by the self-cascade method.
 
 mod backend;
+mod bench;
 mod eval;
 mod generate;
 mod inspect;
@@ -37,6 +38,8 @@ enum Command {
     /// Image quality: Inception features, FID and KID (clean-fid's protocol).
     #[command(subcommand)]
     Eval(eval::EvalCommand),
+    /// Table 1 for a prompt list: every method's images, the base-size images, FID/KID and timings.
+    BenchQuality(bench::BenchArgs),
     /// Train the tuned method's feature upsamplers on captioned images (the model stays frozen).
     TrainUpsampler(train::TrainArgs),
 }
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Shapes(cmd) => shapes::run(cmd),
         Command::TrainUpsampler(args) => train::run(args),
         Command::Eval(cmd) => eval::run(cmd),
+        Command::BenchQuality(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -766,3 +766,122 @@ fn train_upsampler_takes_pivots_from_files_and_generations_and_trains_resblocks(
     );
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// `bench-quality`: every method's images and the base size's, resumable, scored with FID/KID into
+/// the Table 1 layout (a randomly initialised Inception: the metric numerics are tested in
+/// selfcascade-eval).
+#[test]
+fn bench_quality_generates_resumes_and_scores() {
+    let model = sd15_with_tokenizer("bench");
+    let root = tmp("bench-run");
+    let prompts = root.join("prompts.txt");
+    std::fs::write(&prompts, "a red cube\n\na blue ball\na green tree\n").unwrap();
+    let real = root.join("real");
+    std::fs::create_dir_all(&real).unwrap();
+    for i in 0..3u8 {
+        image::RgbImage::from_fn(128, 96, |x, y| {
+            image::Rgb([x as u8 * 2, y as u8 + i * 50, 90])
+        })
+        .save(real.join(format!("{i}.png")))
+        .unwrap();
+    }
+    let inception = root.join("inception.safetensors");
+    selfcascade_eval::inception::InceptionV3::<burn::backend::Flex>::random(0, &Default::default())
+        .unwrap()
+        .save_safetensors(&inception)
+        .unwrap();
+    let out = root.join("out");
+    let args = [
+        "bench-quality",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompts",
+        prompts.to_str().unwrap(),
+        "--size",
+        "128x128",
+        "--methods",
+        "direct,self-cascade",
+        "--steps",
+        "2",
+        "--guidance",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "--real",
+        real.to_str().unwrap(),
+        "--inception",
+        inception.to_str().unwrap(),
+        "--quiet",
+    ];
+    let (ok, stdout, err) = selfcascade(&args);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("| self-cascade | 128x128 |"), "{stdout}");
+    for (dir, side) in [("base", 64), ("direct", 128), ("self-cascade", 128)] {
+        for i in 0..3 {
+            let img = image::open(out.join(dir).join(format!("{i:05}.png"))).unwrap();
+            assert_eq!((img.width(), img.height()), (side, side), "{dir} {i}");
+        }
+    }
+    let table: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("table.json")).unwrap()).unwrap();
+    let rows = table["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        for key in ["fid_r", "kid_r", "fid_b", "kid_b", "seconds_per_image"] {
+            assert!(
+                row[key].as_f64().is_some_and(f64::is_finite),
+                "{key}: {row}"
+            );
+        }
+    }
+    assert_eq!(rows[0]["time_vs_direct"].as_f64(), Some(1.0));
+
+    // A second run keeps every image and the recorded timings, and scores again.
+    let stamp = std::fs::metadata(out.join("direct/00001.png"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    std::fs::remove_file(out.join("self-cascade/00002.png")).unwrap();
+    let (ok, _, err) = selfcascade(&args);
+    assert!(ok, "{err}");
+    assert_eq!(
+        std::fs::metadata(out.join("direct/00001.png"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        stamp
+    );
+    assert!(out.join("self-cascade/00002.png").exists());
+    let timings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("timings.json")).unwrap()).unwrap();
+    assert_eq!(timings["direct"]["images"], 3);
+    assert_eq!(timings["self-cascade"]["images"], 4);
+
+    // Bad input.
+    let (ok, _, err) = selfcascade(&[
+        "bench-quality",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompts",
+        root.join("none.txt").to_str().unwrap(),
+        "--size",
+        "256x256",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("none.txt"), "{err}");
+    let (ok, _, err) = selfcascade(&[
+        "bench-quality",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompts",
+        prompts.to_str().unwrap(),
+        "--size",
+        "256x256",
+        "--methods",
+        "self-cascade-tuned",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("--upsamplers"), "{err}");
+}

@@ -109,6 +109,10 @@ impl<U: FeatureUpsampler<B>> FeatureUpsampler<B> for Recorder<U> {
     fn num_points(&self) -> usize {
         self.inner.num_points()
     }
+    fn num_params(&self) -> usize {
+        self.inner.num_params()
+    }
+
     fn channels(&self, n: usize) -> usize {
         self.inner.channels(n)
     }
@@ -134,6 +138,9 @@ struct Zero(Vec<usize>);
 impl FeatureUpsampler<B> for Zero {
     fn num_points(&self) -> usize {
         self.0.len()
+    }
+    fn num_params(&self) -> usize {
+        0
     }
     fn channels(&self, n: usize) -> usize {
         self.0.get(n).copied().unwrap_or(0)

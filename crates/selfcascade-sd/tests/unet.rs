@@ -278,6 +278,9 @@ impl FeatureUpsampler<B> for Trivial {
     fn num_points(&self) -> usize {
         self.channels.len()
     }
+    fn num_params(&self) -> usize {
+        0
+    }
     fn channels(&self, n: usize) -> usize {
         self.channels[n]
     }
@@ -381,6 +384,9 @@ fn pivot_injection_of_zeros_is_the_plain_forward_and_bad_pivots_are_errors() {
     impl FeatureUpsampler<B> for Bad {
         fn num_points(&self) -> usize {
             4
+        }
+        fn num_params(&self) -> usize {
+            0
         }
         fn channels(&self, n: usize) -> usize {
             [16, 24, 32, 32][n]

@@ -335,6 +335,10 @@ impl<B: Backend> FeatureUpsampler<B> for ResBlockUpsampler<B> {
         self.config.channels.len()
     }
 
+    fn num_params(&self) -> usize {
+        burn::module::Module::num_params(self)
+    }
+
     fn channels(&self, n: usize) -> usize {
         self.config.channels.get(n).copied().unwrap_or(0)
     }
