@@ -71,7 +71,7 @@ def formula_tensor(k, name, shape):
     return torch.from_numpy(v.astype(np.float32).reshape(shape))
 
 
-def template_keys():
+def fid_inception():
     """pytorch-fid's FID Inception structure (fid_inception_v3 without its download)."""
     inc = pfi._inception_v3(num_classes=1008, aux_logits=False, weights=None)
     inc.Mixed_5b = pfi.FIDInceptionA(192, pool_features=32)
@@ -83,7 +83,11 @@ def template_keys():
     inc.Mixed_6e = pfi.FIDInceptionC(768, channels_7x7=192)
     inc.Mixed_7b = pfi.FIDInceptionE_1(1280)
     inc.Mixed_7c = pfi.FIDInceptionE_2(2048)
-    return {k: list(v.shape) for k, v in inc.state_dict().items()}
+    return inc
+
+
+def template_keys():
+    return {k: list(v.shape) for k, v in fid_inception().state_dict().items()}
 
 
 def make_images():

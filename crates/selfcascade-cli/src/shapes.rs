@@ -16,9 +16,9 @@ use selfcascade_sd::pipeline::{FeatureInjection, Method};
 use selfcascade_sd::upsampler::{LightUpsampler, LightUpsamplerConfig};
 use selfcascade_shapes::{caption_vocabulary, grid_with_gap, RgbImage, SceneLabel};
 use selfcascade_shapes_model::{
-    default_model, default_upsampler, evaluate, load_checkpoint, to_images, EvalOptions, FineTuned,
-    ShapesModel, TunedUpsampler, DEFAULT_GUIDANCE, DEFAULT_MODEL_NAME, DEFAULT_STEPS,
-    DEFAULT_UPSAMPLER_STEPS,
+    add_fid_kid, default_model, default_upsampler, evaluate, load_checkpoint, to_images,
+    ClassifierFeatures, EvalOptions, FineTuned, QualityOptions, ShapesModel, TunedUpsampler,
+    DEFAULT_GUIDANCE, DEFAULT_MODEL_NAME, DEFAULT_STEPS, DEFAULT_UPSAMPLER_STEPS,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -224,9 +224,15 @@ pub struct EvalArgs {
     /// Write a picture grid per method and scale (same seeds side by side) into this folder.
     #[arg(long)]
     grids: Option<PathBuf>,
-    /// Skip the base-size row.
+    /// Skip the base-size row (and with it FID_b/KID_b).
     #[arg(long)]
     no_base: bool,
+    /// Skip the FID/KID columns (features of the embedded shapes classifier).
+    #[arg(long)]
+    no_fid: bool,
+    /// Reference renders per size for FID_r/KID_r.
+    #[arg(long, default_value_t = 256)]
+    reference_samples: usize,
     /// cpu or cuda.
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     device: DeviceArg,
@@ -340,7 +346,7 @@ impl BackendJob for EvalJob {
                 training_steps: *steps,
             })
             .collect();
-        let (report, pictures) = evaluate(
+        let (mut report, pictures) = evaluate(
             &model,
             &self.options,
             tuned.as_ref(),
@@ -355,6 +361,15 @@ impl BackendJob for EvalJob {
             },
         )
         .map_err(|e| e.to_string())?;
+        if !self.args.no_fid {
+            bar.set_message("FID/KID on the shapes classifier's features");
+            let net = ClassifierFeatures::<B>::embedded(&device).map_err(|e| e.to_string())?;
+            let options = QualityOptions {
+                reference_samples: self.args.reference_samples,
+                ..Default::default()
+            };
+            add_fid_kid(&mut report, &pictures, &net, &options).map_err(|e| e.to_string())?;
+        }
         bar.finish_and_clear();
         let json = serde_json::to_string_pretty(&serde_json::json!({
             "model": name,
@@ -387,7 +402,7 @@ impl BackendJob for EvalJob {
             println!("{json}");
         } else {
             println!(
-                "{:<14} {:>5} {:>9} {:>15} {:>13} {:>10} {:>9} {:>10}",
+                "{:<14} {:>5} {:>9} {:>15} {:>13} {:>10} {:>9} {:>10} {:>8} {:>8}",
                 "method",
                 "scale",
                 "size",
@@ -395,11 +410,13 @@ impl BackendJob for EvalJob {
                 "objects",
                 "size-err",
                 "caption",
-                "time"
+                "time",
+                "FID_r",
+                "FID_b"
             );
             for r in &report.rows {
                 println!(
-                    "{:<14} {:>4}× {:>9} {:>8.1}% ±{:>4.1} {:>6.2} ±{:>4.2} {:>10} {:>8.1}% {:>10}",
+                    "{:<14} {:>4}× {:>9} {:>8.1}% ±{:>4.1} {:>6.2} ±{:>4.2} {:>10} {:>8.1}% {:>10} {:>8} {:>8}",
                     r.method,
                     r.pixel_scale,
                     format!("{}x{}", r.width, r.height),
@@ -414,6 +431,8 @@ impl BackendJob for EvalJob {
                     r.time_vs_direct
                         .map(|t| format!("{t:.2}×"))
                         .unwrap_or_else(|| format!("{:.2} s", r.seconds_per_image)),
+                    r.quality.fid_r.map_or("-".into(), |v| format!("{v:.2}")),
+                    r.quality.fid_b.map_or("-".into(), |v| format!("{v:.2}")),
                 );
             }
         }

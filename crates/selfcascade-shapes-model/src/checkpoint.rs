@@ -128,35 +128,6 @@ pub fn save_checkpoint_as<B: Backend>(
     precision: Precision,
 ) -> Result<()> {
     let tensors = named_parameters(model);
-    let mut bytes: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
-    for t in tensors {
-        let n: usize = t.shape.iter().product();
-        if t.data.len() != n {
-            return Err(Error::checkpoint(
-                path,
-                format!("parameter `{}` could not be read as float32", t.name),
-            ));
-        }
-        let raw: Vec<u8> = match precision {
-            Precision::F32 => t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            Precision::F16 => t
-                .data
-                .iter()
-                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
-                .collect(),
-        };
-        bytes.push((t.name, t.shape, raw));
-    }
-    let dtype = match precision {
-        Precision::F32 => Dtype::F32,
-        Precision::F16 => Dtype::F16,
-    };
-    let mut views = Vec::with_capacity(bytes.len());
-    for (name, shape, raw) in &bytes {
-        let view = TensorView::new(dtype, shape.clone(), raw)
-            .map_err(|e| Error::checkpoint(path, format!("tensor `{name}`: {e}")))?;
-        views.push((name.clone(), view));
-    }
     let mut metadata: HashMap<String, String> = HashMap::new();
     metadata.insert("format".into(), FORMAT.into());
     let config = serde_json::to_string(model.config())
@@ -169,9 +140,7 @@ pub fn save_checkpoint_as<B: Backend>(
     for (k, v) in extra {
         metadata.insert((*k).to_string(), v.clone());
     }
-    let data = safetensors::serialize(views, Some(metadata))
-        .map_err(|e| Error::checkpoint(path, format!("cannot serialise: {e}")))?;
-    write_atomic(path, &data)
+    write_tensors(path, tensors, metadata, precision)
 }
 
 /// Writes `data` to `path` atomically: a temporary file in the same folder, synced, then renamed.
@@ -269,4 +238,46 @@ pub fn load_checkpoint_static<B: Backend>(
     let model = ShapesModel::new(&weights.root(device), &info.config)?;
     weights.finish()?;
     Ok((model, info))
+}
+
+/// Writes named tensors (on-disk layouts, see [`named_parameters`]) with `metadata` as a safetensors
+/// file, atomically.
+pub fn write_tensors(
+    path: &Path,
+    tensors: Vec<NamedTensor>,
+    metadata: HashMap<String, String>,
+    precision: Precision,
+) -> Result<()> {
+    let mut bytes: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
+    for t in tensors {
+        let n: usize = t.shape.iter().product();
+        if t.data.len() != n {
+            return Err(Error::checkpoint(
+                path,
+                format!("parameter `{}` could not be read as float32", t.name),
+            ));
+        }
+        let raw: Vec<u8> = match precision {
+            Precision::F32 => t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            Precision::F16 => t
+                .data
+                .iter()
+                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                .collect(),
+        };
+        bytes.push((t.name, t.shape, raw));
+    }
+    let dtype = match precision {
+        Precision::F32 => Dtype::F32,
+        Precision::F16 => Dtype::F16,
+    };
+    let mut views = Vec::with_capacity(bytes.len());
+    for (name, shape, raw) in &bytes {
+        let view = TensorView::new(dtype, shape.clone(), raw)
+            .map_err(|e| Error::checkpoint(path, format!("tensor `{name}`: {e}")))?;
+        views.push((name.clone(), view));
+    }
+    let data = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| Error::checkpoint(path, format!("cannot serialise: {e}")))?;
+    write_atomic(path, &data)
 }

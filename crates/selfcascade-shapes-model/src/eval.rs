@@ -10,11 +10,16 @@ use crate::error::{Error, Result};
 use crate::model::ShapesModel;
 use crate::pipeline::{default_request, DEFAULT_GUIDANCE, DEFAULT_STEPS};
 use burn::tensor::backend::Backend;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use selfcascade_core::{FeatureUpsampler, Progress};
+use selfcascade_eval::features::{image_features, FeatureNet, FeatureOptions};
+use selfcascade_eval::metrics::{fid, kid, Features, KidOptions};
+use selfcascade_eval::resize::Preprocess;
 use selfcascade_sd::pipeline::{FeatureInjection, Method};
 use selfcascade_shapes::{
-    measure, summarize, Expected, Measurement, RgbImage, Scene, SceneLabel, SceneObject, Shape,
-    SIZE_MAX, SIZE_MIN,
+    measure, render, summarize, Expected, Measurement, RgbImage, Scene, SceneLabel, SceneObject,
+    Shape, SIZE_MAX, SIZE_MIN,
 };
 use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
@@ -119,6 +124,31 @@ pub struct EvalRow {
     pub caption_accuracy: f64,
     /// Fraction of images with no object.
     pub empty_rate: f64,
+    /// FID/KID against renders of the same scenes at this size, and against the base model's own
+    /// samples (see [`add_fid_kid`]); absent until scored.
+    #[serde(default, flatten)]
+    pub quality: Quality,
+}
+
+/// FID and KID columns of a row, on the shapes classifier's features ([`crate::classifier`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Quality {
+    /// FID against renders at the row's size (FID_r).
+    pub fid_r: Option<f64>,
+    /// Bootstrap standard deviation of `fid_r` (generated images resampled with replacement).
+    pub fid_r_std: Option<f64>,
+    /// KID against the renders (KID_r).
+    pub kid_r: Option<f64>,
+    /// Standard deviation of `kid_r` over KID's subsets.
+    pub kid_r_std: Option<f64>,
+    /// FID against the base model's samples at its training size (FID_b).
+    pub fid_b: Option<f64>,
+    /// Bootstrap standard deviation of `fid_b`.
+    pub fid_b_std: Option<f64>,
+    /// KID against the base samples (KID_b).
+    pub kid_b: Option<f64>,
+    /// Standard deviation of `kid_b` over subsets.
+    pub kid_b_std: Option<f64>,
 }
 
 /// The whole table.
@@ -172,7 +202,7 @@ pub fn size_error(shape: Shape, size: f64) -> f64 {
     }
 }
 
-/// Seed stream of the evaluation labels.
+/// Seed stream of the evaluation labels (and of the reference scenes of FID_r).
 const LABELS: u64 = u64::MAX;
 /// Seed stream of the evaluation noise.
 const NOISE: u64 = u64::MAX - 1;
@@ -232,6 +262,7 @@ fn summarize_row(
             .then(|| errors.iter().sum::<f64>() / errors.len() as f64),
         caption_accuracy: s.caption_match_rate as f64,
         empty_rate: s.empty_rate as f64,
+        quality: Quality::default(),
     }
 }
 
@@ -383,6 +414,120 @@ pub fn evaluate<B: Backend>(
         },
         pictures,
     ))
+}
+
+/// How the FID/KID columns are computed.
+#[derive(Debug, Clone, Copy)]
+pub struct QualityOptions {
+    /// Renders of reference scenes per size for FID_r (scene i = the label draw i of the seed, so the
+    /// first `samples` are the evaluated scenes themselves).
+    pub reference_samples: usize,
+    /// Bootstrap resamples for the FID spread.
+    pub bootstrap: usize,
+    /// KID subsets.
+    pub kid_subsets: usize,
+}
+
+impl Default for QualityOptions {
+    fn default() -> Self {
+        Self {
+            reference_samples: 256,
+            bootstrap: 20,
+            kid_subsets: 100,
+        }
+    }
+}
+
+/// Fills the FID/KID columns of every row of `report` from the images of `pictures` (as `evaluate`
+/// returns them) through the features of `net`: FID_r/KID_r against reference renders at the row's size
+/// (exact ground truth of the world), FID_b/KID_b against the base row's samples (the model at its
+/// training size; needs `EvalOptions::include_base`). Seeded: the same inputs give the same numbers.
+pub fn add_fid_kid(
+    report: &mut EvalReport,
+    pictures: &[RowImages],
+    net: &dyn FeatureNet,
+    options: &QualityOptions,
+) -> Result<()> {
+    let features = |images: &[RgbImage]| -> Result<Features> {
+        let opts = FeatureOptions {
+            preprocess: Preprocess::Clean,
+            batch_size: 64,
+            cache: false,
+        };
+        image_features(net, images, &opts, &mut |_, _| {}).map_err(eval_error)
+    };
+    let base = match pictures.iter().find(|p| p.method == "base") {
+        Some(p) => Some(features(&p.images)?),
+        None => None,
+    };
+    let mut references: Vec<(usize, Features)> = Vec::new();
+    let kid_options = |seed| KidOptions {
+        subsets: options.kid_subsets,
+        seed,
+        ..Default::default()
+    };
+    for (row, picture) in report.rows.iter_mut().zip(pictures) {
+        let side = row.width;
+        if !references.iter().any(|(s, _)| *s == side) {
+            let renders = (0..options.reference_samples.max(2))
+                .map(|i| {
+                    let scene = Scene::sample(derive_seed(report.seed, LABELS, i as u64));
+                    Ok(render(&scene, side as u32, side as u32)?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            references.push((side, features(&renders)?));
+        }
+        let reference = references
+            .iter()
+            .find(|(s, _)| *s == side)
+            .map(|(_, f)| f)
+            .ok_or_else(|| Error::Config("reference features missing".into()))?;
+        let fake = features(&picture.images)?;
+        let q = &mut row.quality;
+        let (fid, spread) = fid_with_spread(reference, &fake, options.bootstrap, report.seed)?;
+        let k = kid(reference, &fake, kid_options(report.seed)).map_err(eval_error)?;
+        (q.fid_r, q.fid_r_std, q.kid_r, q.kid_r_std) =
+            (Some(fid), spread, Some(k.mean), Some(k.std));
+        if let (Some(base), false) = (&base, picture.method == "base") {
+            let (fid, spread) = fid_with_spread(base, &fake, options.bootstrap, report.seed)?;
+            let k = kid(base, &fake, kid_options(report.seed)).map_err(eval_error)?;
+            (q.fid_b, q.fid_b_std, q.kid_b, q.kid_b_std) =
+                (Some(fid), spread, Some(k.mean), Some(k.std));
+        }
+    }
+    Ok(())
+}
+
+fn eval_error(e: selfcascade_eval::Error) -> Error {
+    Error::Config(format!("FID/KID: {e}"))
+}
+
+/// FID of `fake` against `reference`, and its bootstrap standard deviation over `resamples` draws of
+/// `fake` with replacement (none when `resamples` < 2).
+fn fid_with_spread(
+    reference: &Features,
+    fake: &Features,
+    resamples: usize,
+    seed: u64,
+) -> Result<(f64, Option<f64>)> {
+    let value = fid(reference, fake).map_err(eval_error)?;
+    if resamples < 2 {
+        return Ok((value, None));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut values = Vec::with_capacity(resamples);
+    for _ in 0..resamples {
+        let rows: Vec<usize> = (0..fake.n).map(|_| rng.random_range(0..fake.n)).collect();
+        let data = rows
+            .iter()
+            .flat_map(|&r| fake.data[r * fake.dim..(r + 1) * fake.dim].iter().copied())
+            .collect();
+        let resampled = Features::new(data, fake.n, fake.dim).map_err(eval_error)?;
+        values.push(fid(reference, &resampled).map_err(eval_error)?);
+    }
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (values.len() - 1) as f64;
+    Ok((value, Some(var.sqrt())))
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@
 //! ```
 
 pub mod checkpoint;
+pub mod classifier;
 pub mod config;
 pub mod data;
 pub mod denoiser;
@@ -40,8 +41,9 @@ pub mod tuned;
 
 pub use checkpoint::{
     load_checkpoint, load_checkpoint_static, named_parameters, read_checkpoint_info,
-    save_checkpoint, save_checkpoint_as, CheckpointInfo, NamedTensor, Precision,
+    save_checkpoint, save_checkpoint_as, write_tensors, CheckpointInfo, NamedTensor, Precision,
 };
+pub use classifier::{ClassifierFeatures, ShapesClassifier};
 pub use config::ShapesModelConfig;
 pub use data::{render_batch, ImageBatch};
 pub use denoiser::ShapesDenoiser;
@@ -51,7 +53,10 @@ pub use embedded::{
     DEFAULT_UPSAMPLER_STEPS,
 };
 pub use error::{Error, Result};
-pub use eval::{evaluate, EvalOptions, EvalReport, EvalRow, FineTuned, RowImages, TunedUpsampler};
+pub use eval::{
+    add_fid_kid, evaluate, EvalOptions, EvalReport, EvalRow, FineTuned, Quality, QualityOptions,
+    RowImages, TunedUpsampler,
+};
 pub use model::{LabelEmbedding, ShapesModel};
 pub use pipeline::{default_request, to_images, DEFAULT_GUIDANCE, DEFAULT_STEPS};
 pub use schedule::NoiseSchedule;
