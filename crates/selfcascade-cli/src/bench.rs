@@ -331,7 +331,7 @@ impl Bench {
         ) {
             let up = load_upsamplers::<B>(path, &sd.unet, &device)?;
             if let Ok(mut p) = parameters.lock() {
-                *p = up.num_params();
+                *p = up.trainable_parameters();
             }
             sd.set_feature_upsampler(up, a.t_min)
                 .map_err(|e| format!("{}: {e}", path.display()))?;

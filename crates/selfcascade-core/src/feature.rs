@@ -13,7 +13,7 @@ pub trait FeatureUpsampler<B: Backend> {
     /// Channels expected at each injection point (0 for `n ≥ num_points()`).
     fn channels(&self, n: usize) -> usize;
     /// Number of trainable parameters (the "trainable params" column of the paper's tables).
-    fn num_params(&self) -> usize;
+    fn trainable_parameters(&self) -> usize;
     /// φ_n(pivot_features, temb), resized to `size` = (height, width) of the high-resolution features.
     /// `temb` is the UNet's timestep embedding `[B, time_embed_dim]` for the same batch. A point, channel
     /// count or embedding width the upsampler does not have is an error, never a panic.

@@ -296,7 +296,7 @@ impl Preprocess {
 fn round_half_even(x: f64) -> usize {
     let f = x.floor();
     let r = if x - f == 0.5 {
-        if (f as usize) % 2 == 0 {
+        if (f as usize).is_multiple_of(2) {
             f
         } else {
             f + 1.0

@@ -231,7 +231,7 @@ fn saved_weights_use_pytorch_fid_names_and_reload_to_the_same_network() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("inception.safetensors");
     net.save_safetensors(&path).unwrap();
-    let saved = TensorStore::open(&[path.clone()]).unwrap();
+    let saved = TensorStore::open(std::slice::from_ref(&path)).unwrap();
     let mut saved: Vec<String> = saved.names().map(String::from).collect();
     saved.sort();
     let keys: Vec<(String, Vec<usize>)> =

@@ -109,8 +109,8 @@ impl<U: FeatureUpsampler<B>> FeatureUpsampler<B> for Recorder<U> {
     fn num_points(&self) -> usize {
         self.inner.num_points()
     }
-    fn num_params(&self) -> usize {
-        self.inner.num_params()
+    fn trainable_parameters(&self) -> usize {
+        self.inner.trainable_parameters()
     }
 
     fn channels(&self, n: usize) -> usize {
@@ -139,7 +139,7 @@ impl FeatureUpsampler<B> for Zero {
     fn num_points(&self) -> usize {
         self.0.len()
     }
-    fn num_params(&self) -> usize {
+    fn trainable_parameters(&self) -> usize {
         0
     }
     fn channels(&self, n: usize) -> usize {

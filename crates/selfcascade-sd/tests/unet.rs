@@ -278,7 +278,7 @@ impl FeatureUpsampler<B> for Trivial {
     fn num_points(&self) -> usize {
         self.channels.len()
     }
-    fn num_params(&self) -> usize {
+    fn trainable_parameters(&self) -> usize {
         0
     }
     fn channels(&self, n: usize) -> usize {
@@ -385,7 +385,7 @@ fn pivot_injection_of_zeros_is_the_plain_forward_and_bad_pivots_are_errors() {
         fn num_points(&self) -> usize {
             4
         }
-        fn num_params(&self) -> usize {
+        fn trainable_parameters(&self) -> usize {
             0
         }
         fn channels(&self, n: usize) -> usize {

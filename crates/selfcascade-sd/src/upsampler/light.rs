@@ -202,7 +202,7 @@ impl<B: Backend> FeatureUpsampler<B> for LightUpsampler<B> {
         self.config.channels.len()
     }
 
-    fn num_params(&self) -> usize {
+    fn trainable_parameters(&self) -> usize {
         burn::module::Module::num_params(self)
     }
 
