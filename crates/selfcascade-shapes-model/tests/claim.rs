@@ -53,7 +53,15 @@ fn self_cascade_beats_direct_sampling_at_16x_pixels_by_30_points() {
         kid_subsets: 20,
     };
     add_fid_kid(&mut report, &pictures, &net, &quality).unwrap();
-    let q = |m: &str| report.rows.iter().find(|r| r.method == m).unwrap().quality.clone();
+    let q = |m: &str| {
+        report
+            .rows
+            .iter()
+            .find(|r| r.method == m)
+            .unwrap()
+            .quality
+            .clone()
+    };
     let (d, c) = (q("direct"), q("self-cascade"));
     assert!(c.fid_r.unwrap() < d.fid_r.unwrap(), "FID_r {c:?} vs {d:?}");
     assert!(c.fid_b.unwrap() < d.fid_b.unwrap(), "FID_b {c:?} vs {d:?}");
