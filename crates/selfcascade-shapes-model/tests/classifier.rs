@@ -16,7 +16,7 @@ fn embedded_classifier_recognises_scenes_at_every_size() {
     for side in [32, 64, 128] {
         let acc = classifier_accuracy(&net, side, 90, &device).unwrap();
         // 45 classes: chance is 2.2%.
-        assert!(acc >= 0.6, "accuracy at {side}²: {acc:.2}");
+        assert!(acc >= 0.5, "accuracy at {side}²: {acc:.2}");
     }
 }
 
