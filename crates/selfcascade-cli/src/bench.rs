@@ -436,7 +436,7 @@ impl Bench {
         let direct = per_image(Method::Direct.name());
         let sets = a.inception.as_ref().map(|inc| {
             FeatureSets::<B>::with(
-                inc.clone(),
+                Some(inc.clone()),
                 FeatureOptions {
                     preprocess: Preprocess::parse(&a.preprocess).unwrap_or_default(),
                     batch_size: 16,

@@ -179,20 +179,24 @@ impl<B: Backend> FeatureSets<B> {
             batch_size: flags.batch_size,
             cache: !flags.no_cache,
         };
-        let mut sets = Self::with(PathBuf::new(), options, flags.quiet, device);
-        sets.inception = flags.inception.clone();
-        Ok(sets)
+        Ok(Self::with(
+            flags.inception.clone(),
+            options,
+            flags.quiet,
+            device,
+        ))
     }
 
-    /// Features through the Inception weights at `inception` (loaded on first use).
+    /// Features through the Inception weights at `inception` (loaded on first use; without them only
+    /// feature files can be read).
     pub fn with(
-        inception: PathBuf,
+        inception: Option<PathBuf>,
         options: FeatureOptions,
         quiet: bool,
         device: B::Device,
     ) -> Self {
         Self {
-            inception: Some(inception),
+            inception,
             options,
             quiet,
             device,

@@ -118,6 +118,12 @@ pub fn image_features(
     options: &FeatureOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Features> {
+    if let Some(i) = images
+        .iter()
+        .position(|img| img.width() == 0 || img.height() == 0)
+    {
+        return Err(Error::Input(format!("image {i} is empty (0 pixels)")));
+    }
     let (size, dim) = (net.input_size(), net.dim());
     let batch = options.batch_size.max(1);
     let mut data = Vec::with_capacity(images.len() * dim);

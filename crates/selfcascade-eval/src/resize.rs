@@ -179,17 +179,30 @@ fn resize_separable<T: Clone>(
 }
 
 /// Resizes one float plane (`[h, w]` row-major) like Pillow resizes a `mode "F"` image: weights and
-/// sums in double precision, each pass stored as float32.
-///
-/// # Panics
-/// If `src` does not hold `w × h` values.
+/// sums in double precision, each pass stored as float32. Errors if `src` does not hold `w × h` values.
 pub fn resize_plane_f32(
     src: &[f32],
     (w, h): (usize, usize),
     (out_w, out_h): (usize, usize),
     filter: Filter,
+) -> crate::Result<Vec<f32>> {
+    if src.len() != w * h {
+        return Err(crate::Error::Input(format!(
+            "a {w}×{h} plane needs {} values, got {}",
+            w * h,
+            src.len()
+        )));
+    }
+    Ok(resize_plane(src, (w, h), (out_w, out_h), filter))
+}
+
+/// [`resize_plane_f32`] on a plane known to hold `w × h` values.
+fn resize_plane(
+    src: &[f32],
+    (w, h): (usize, usize),
+    (out_w, out_h): (usize, usize),
+    filter: Filter,
 ) -> Vec<f32> {
-    assert_eq!(src.len(), w * h, "plane of {w}×{h} expected");
     let (th, tv) = (taps(w, out_w, filter), taps(h, out_h, filter));
     resize_separable(src, (w, h), (out_w, out_h), |data, size, horizontal| {
         let t = if horizontal { &th } else { &tv };
@@ -257,7 +270,8 @@ impl Preprocess {
         }
     }
 
-    /// The image as `[3, size, size]` channel-major float values in 0..=255.
+    /// The image as `[3, size, size]` channel-major float values in 0..=255 (zeros for an empty image;
+    /// [`crate::features::image_features`] refuses those).
     pub fn apply(self, img: &RgbImage, size: usize) -> Vec<f32> {
         let (w, h) = (img.width() as usize, img.height() as usize);
         match self {
@@ -265,11 +279,13 @@ impl Preprocess {
                 let mut out = Vec::with_capacity(3 * size * size);
                 for c in 0..3 {
                     let plane: Vec<f32> = img.pixels().map(|p| p.0[c] as f32).collect();
-                    let resized = resize_plane_f32(&plane, (w, h), (size, size), Filter::Bicubic);
+                    let resized = resize_plane(&plane, (w, h), (size, size), Filter::Bicubic);
                     out.extend(resized.into_iter().map(|v| v.clamp(0.0, 255.0)));
                 }
                 out
             }
+            // An empty image has nothing to resize (and no shorter side to divide by).
+            _ if w == 0 || h == 0 => vec![0.0; 3 * size * size],
             Preprocess::LanczosCrop => {
                 let (short, long) = (w.min(h), w.max(h));
                 let long = size * long / short;
@@ -331,7 +347,8 @@ mod tests {
         let out = resize_rgb8(&img, 11, 50, Filter::Lanczos);
         assert!(out.pixels().all(|p| p.0 == [200, 3, 77]));
         let plane = vec![42.5f32; 37 * 23];
-        let out = resize_plane_f32(&plane, (37, 23), (299, 299), Filter::Bicubic);
+        let out = resize_plane_f32(&plane, (37, 23), (299, 299), Filter::Bicubic).unwrap();
+        assert!(resize_plane_f32(&plane, (36, 23), (5, 5), Filter::Bicubic).is_err());
         assert!(out.iter().all(|v| (v - 42.5).abs() < 1e-4));
     }
 
