@@ -53,7 +53,8 @@ pub const MAX_SIDE: usize = 1 << 20;
 
 /// The stage sizes of a self-cascade run, smallest first; the last is the target.
 ///
-/// R = ceil(log₄(target pixels / base pixels)) stages follow the base stage. Stage 0 has about the base
+/// R = ceil(log₄(target pixels / base pixels)) stages follow the base stage (more only for targets so
+/// elongated that a side would otherwise more than double between stages). Stage 0 has about the base
 /// pixel count at the target's aspect ratio; later stages grow geometrically; each has at most 4× the
 /// pixels of the one before (no side more than doubles); every side is a multiple of `align`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,8 +125,29 @@ impl ScalePlan {
         }
         let (tw, th) = (target.width as f64, target.height as f64);
         let bp = base.pixels() as f64;
-        let w0 = round_to((bp * tw / th).sqrt(), align).min(target.width);
-        let h0 = round_to((bp * th / tw).sqrt(), align).min(target.height);
+        // Stage 0: the base pixel count at the target's aspect ratio. A side whose ideal length is below
+        // the alignment is held at one alignment unit, and the other side takes the pixel budget.
+        let (w_ideal, h_ideal) = ((bp * tw / th).sqrt(), (bp * th / tw).sqrt());
+        let (w0, h0) = if w_ideal < align as f64 {
+            (align, round_to(bp / align as f64, align))
+        } else if h_ideal < align as f64 {
+            (round_to(bp / align as f64, align), align)
+        } else {
+            (round_to(w_ideal, align), round_to(h_ideal, align))
+        };
+        let (w0, h0) = (w0.min(target.width), h0.min(target.height));
+        // Extremely elongated targets need more stages than the pixel ratio says: no side may more than
+        // double from one stage to the next.
+        let doublings = |from: usize, to: usize| {
+            let mut k = 0u32;
+            while from << k < to {
+                k += 1;
+            }
+            k
+        };
+        let r = r
+            .max(doublings(w0, target.width))
+            .max(doublings(h0, target.height));
         let mut stages: Vec<Size> = (0..=r)
             .map(|i| {
                 let f = i as f64 / r as f64;
@@ -245,6 +267,18 @@ mod tests {
     }
 
     #[test]
+    fn elongated_targets_keep_the_base_pixel_count() {
+        // A one-unit-wide target: stage 0 holds the base's pixels, not five times them.
+        let p = ScalePlan::new(Size::new(8, 8), Size::new(8, 168), 8).unwrap();
+        let s: Vec<_> = p.stages().iter().map(|s| (s.width, s.height)).collect();
+        assert_eq!(s[0], (8, 8));
+        assert_eq!(*s.last().unwrap(), (8, 168));
+        for w in s.windows(2) {
+            assert!(w[1].1 <= 2 * w[0].1, "{s:?}");
+        }
+    }
+
+    #[test]
     fn errors_name_the_fix() {
         let e = ScalePlan::new(Size::new(512, 512), Size::new(1000, 1024), 64)
             .unwrap_err()
@@ -294,7 +328,13 @@ mod tests {
                     prop_assert_eq!(*s.last().unwrap(), target);
                     let mut r = 0u32;
                     while base.pixels() * 4u128.pow(r) < target.pixels() { r += 1; }
-                    prop_assert!(s.len() <= r as usize + 1);
+                    // More stages than the pixel ratio asks for only when one fewer could not reach the
+                    // target with sides at most doubling.
+                    if s.len() > r as usize + 1 {
+                        let reach = 1usize << (s.len() - 2);
+                        prop_assert!(s[0].width * reach < target.width || s[0].height * reach < target.height,
+                            "{} stages from {}", s.len(), s[0]);
+                    }
                     for st in s {
                         prop_assert!(st.width % align == 0 && st.height % align == 0 && st.width > 0 && st.height > 0);
                     }
