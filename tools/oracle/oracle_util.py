@@ -30,7 +30,7 @@ def clip_scale(name: str, module: nn.Module) -> float:
 
 
 @torch.no_grad()
-def randomize(model: nn.Module, seed: int, scale=lambda name, module: 1.0) -> int:
+def randomize(model: nn.Module, seed: int, scale=lambda name, module: 1.0, device="cpu") -> int:
     """Re-initialise EVERY parameter of `model` from a generator seeded with `seed`.
 
     - Linear / Conv weights: N(0, (gain^2)/fan_in), biases N(0, (0.1 gain)^2), where gain = scale(name, module)
@@ -39,12 +39,13 @@ def randomize(model: nn.Module, seed: int, scale=lambda name, module: 1.0) -> in
     - Embeddings: N(0, gain^2).
 
     Parameters are visited in `named_modules` order, which is fixed for a given config. Raises if any
-    parameter is not covered. Returns the number of parameters.
+    parameter is not covered. Returns the number of parameters. `device` is where the generator draws
+    (a model on a GPU is filled there, much faster; the values then differ from the CPU's).
     """
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(device=device).manual_seed(seed)
 
     def rand(p, std, mean=0.0):
-        p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float32).to(p.dtype) * std + mean)
+        p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float32, device=device).to(p.dtype) * std + mean)
 
     seen = set()
     for name, m in model.named_modules():

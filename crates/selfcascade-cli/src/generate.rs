@@ -19,6 +19,7 @@ use selfcascade_sd::upsampler::{
 };
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// Arguments of `selfcascade generate`.
 #[derive(Args, Debug, Clone)]
@@ -93,6 +94,10 @@ pub struct GenerateArgs {
     /// Do not draw a progress bar.
     #[arg(long)]
     pub(crate) quiet: bool,
+    /// Print the seconds spent loading, encoding the prompt, sampling and decoding as one JSON line on
+    /// standard error.
+    #[arg(long)]
+    pub(crate) timings: bool,
 }
 
 /// Runs `selfcascade generate`.
@@ -296,6 +301,7 @@ impl BackendJob for Job {
             return crate::shapes::generate::<B>(&self.args, self.method, self.scheduler, device);
         };
         let args = self.args;
+        let t_start = Instant::now();
         let mut sd = StableDiffusion::<B>::load(&model, args.variant.as_deref(), &device)
             .map_err(|e| e.to_string())?;
         match (&args.upsamplers, self.method) {
@@ -315,9 +321,11 @@ impl BackendJob for Job {
         }
         let request = args.request(self.method, self.scheduler, 1024, 50, 7.5);
         let plan = sd.plan(&request).map_err(|e| e.to_string())?;
+        let t_loaded = Instant::now();
         let embeds = sd
             .encode_prompt(&args.prompt, &args.negative_prompt)
             .map_err(|e| e.to_string())?;
+        let t_encoded = Instant::now();
         if embeds.truncated {
             eprintln!("warning: the prompt is longer than the text encoder's 77 tokens and was truncated (as diffusers does)");
         }
@@ -329,6 +337,7 @@ impl BackendJob for Job {
             })
             .map_err(|e| e.to_string())?;
         bar.finish();
+        let t_sampled = Instant::now();
         let mut meta = metadata(&args, &request, &plan, &model.display().to_string());
         save_latents(&args, &out)?;
         if args.save_stages {
@@ -351,7 +360,18 @@ impl BackendJob for Job {
                 meta.pop();
             }
         }
+        let t_decode = Instant::now();
         let images = sd.decode(out.latent).map_err(|e| e.to_string())?;
+        if args.timings {
+            let secs = |a: Instant, b: Instant| b.duration_since(a).as_secs_f64();
+            eprintln!(
+                "{{\"load_s\":{:.3},\"encode_s\":{:.3},\"sample_s\":{:.3},\"decode_s\":{:.3}}}",
+                secs(t_start, t_loaded),
+                secs(t_loaded, t_encoded),
+                secs(t_encoded, t_sampled),
+                secs(t_decode, Instant::now())
+            );
+        }
         let img = &images[0];
         write_final(
             &args,
