@@ -114,7 +114,10 @@ fn generate_writes_a_png_with_metadata_and_stage_latents() {
         .unwrap_or_else(|| panic!("no timings line in {err}"));
     let timings: serde_json::Value = serde_json::from_str(line).unwrap();
     for key in ["load_s", "encode_s", "sample_s", "decode_s"] {
-        assert!(timings[key].as_f64().is_some_and(|t| t >= 0.0), "{key} in {line}");
+        assert!(
+            timings[key].as_f64().is_some_and(|t| t >= 0.0),
+            "{key} in {line}"
+        );
     }
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&out).unwrap()));
     let reader = decoder.read_info().unwrap();

@@ -246,6 +246,21 @@ impl TensorStore {
                 )))
             }
         };
+        #[cfg(unix)]
+        if let Bytes::Mapped(map) = &file.map {
+            // The bytes are copied out: let the kernel drop their pages now rather than when the whole
+            // store is dropped, so loading a model does not hold it twice in resident memory (file pages
+            // plus the converted tensors). Advice only; a failure changes nothing.
+            // SAFETY: the map is read-only and file-backed, so dropped pages are read back from the file
+            // if touched again; no data is lost.
+            let _ = unsafe {
+                map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    file.data_start + s,
+                    e - s,
+                )
+            };
+        }
         Ok(HostTensor {
             shape: info.shape.clone(),
             data,
