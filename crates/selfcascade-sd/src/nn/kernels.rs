@@ -88,7 +88,8 @@ pub fn layer_norm<B: Backend, const D: usize>(
 /// Upper bound on attention scores held at once (per call), in elements.
 pub const ATTENTION_SCORE_BUDGET: usize = 1 << 26;
 
-/// softmax(q·kᵀ·scale)·v for `q` `[B, H, N, d]`, `k`/`v` `[B, H, M, d]`. Queries are processed in
+/// softmax(q·kᵀ·scale)·v for `q` `[B, H, N, d]`, `k`/`v` `[B, H, M, d]`. On burn-flex (float32) the owned,
+/// threaded kernel of [`super::cpu::attention`] runs; elsewhere burn's fused op, with queries processed in
 /// chunks so no more than [`ATTENTION_SCORE_BUDGET`] scores exist at once, whatever N.
 pub fn attention<B: Backend>(
     q: Tensor<B, 4>,
@@ -97,6 +98,10 @@ pub fn attention<B: Backend>(
     scale: f64,
     causal: bool,
 ) -> Tensor<B, 4> {
+    #[cfg(feature = "flex")]
+    if let Some(out) = super::cpu::attention(&q, &k, &v, scale, causal) {
+        return out;
+    }
     let [b, h, n, _] = q.dims();
     let m = k.dims()[2];
     let options = AttentionModuleOptions {

@@ -1,5 +1,7 @@
 //! Layers shared by every model, with PyTorch parameter names and layouts on disk.
 
+#[cfg(feature = "flex")]
+pub mod cpu;
 pub mod kernels;
 
 use crate::error::{Error, Result};

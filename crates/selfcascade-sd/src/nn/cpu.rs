@@ -1,0 +1,342 @@
+//! Owned CPU kernels for the burn-flex backend (float32), used by [`super::kernels`] in place of burn's
+//! ops where those are slow. Every kernel is checked against burn's op (tests below) and, through the
+//! models, against the PyTorch fixtures.
+//!
+//! Each public function takes burn tensors of any backend and returns `None` unless the backend is
+//! exactly `burn::backend::Flex` with float32 data (not the autodiff wrapper: training keeps burn's
+//! differentiable ops), so callers fall back to burn's implementation everywhere else.
+
+use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
+use rayon::prelude::*;
+use std::any::TypeId;
+
+/// Whether tensors of `B` are plain host memory this module can compute on.
+fn is_flex<B: Backend>() -> bool {
+    TypeId::of::<B>() == TypeId::of::<burn::backend::Flex>()
+}
+
+/// The float32 values of `t` in row-major order, if `B` is burn-flex and `t` holds float32.
+fn host_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<Vec<f32>> {
+    if !is_flex::<B>() || t.dtype() != DType::F32 {
+        return None;
+    }
+    t.clone().into_data().into_vec::<f32>().ok()
+}
+
+/// Queries handled together: each block is one task for the thread pool.
+const QUERY_BLOCK: usize = 128;
+
+/// softmax(q·kᵀ·scale)·v for `q` `[B, H, N, d]`, `k`/`v` `[B, H, M, d]` (causal: key j > query i is
+/// masked). Query blocks run in parallel; each holds `QUERY_BLOCK` × `KEY_BLOCK` scores at a time.
+pub fn attention<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    scale: f64,
+    causal: bool,
+) -> Option<Tensor<B, 4>> {
+    let [b, h, n, d] = q.dims();
+    let [_, _, m, dv] = v.dims();
+    if k.dims() != [b, h, m, d] || v.dims()[..2] != [b, h] || n == 0 || m == 0 || d == 0 {
+        return None;
+    }
+    let (qd, kd, vd) = (host_f32(q)?, host_f32(k)?, host_f32(v)?);
+    let mut out = vec![0f32; b * h * n * dv];
+    out.par_chunks_mut(n * dv)
+        .enumerate()
+        .for_each(|(bh, out_bh)| {
+            let q_bh = &qd[bh * n * d..(bh + 1) * n * d];
+            let k_bh = &kd[bh * m * d..(bh + 1) * m * d];
+            let v_bh = &vd[bh * m * dv..(bh + 1) * m * dv];
+            out_bh
+                .par_chunks_mut(QUERY_BLOCK * dv)
+                .enumerate()
+                .for_each_init(Scratch::default, |scratch, (blk, out_blk)| {
+                    let row0 = blk * QUERY_BLOCK;
+                    let rows = out_blk.len() / dv;
+                    let q_blk = &q_bh[row0 * d..(row0 + rows) * d];
+                    attention_block(
+                        q_blk,
+                        k_bh,
+                        v_bh,
+                        out_blk,
+                        scratch,
+                        [rows, m, d, dv],
+                        row0,
+                        scale as f32,
+                        causal,
+                    );
+                });
+        });
+    Some(Tensor::from_data(
+        TensorData::new(out, [b, h, n, dv]),
+        &q.device(),
+    ))
+}
+
+/// Keys handled together within a query block: the block's scores (`QUERY_BLOCK` × `KEY_BLOCK`) and the
+/// key/value rows it reads stay in the L2 cache, whatever the sequence length.
+const KEY_BLOCK: usize = 512;
+
+/// Per-thread buffers reused across query blocks (a fresh allocation per block costs page faults and
+/// zeroing comparable to the arithmetic).
+#[derive(Default)]
+struct Scratch {
+    scores: Vec<f32>,
+    max: Vec<f32>,
+    sums: Vec<f32>,
+}
+
+/// One block of `rows` queries (starting at query `row0`) against all `m` keys, flash-style: keys in
+/// blocks of [`KEY_BLOCK`], with each row's running maximum and sum, the output rescaled when the
+/// maximum grows, and divided by the sum at the end.
+#[allow(clippy::too_many_arguments)]
+fn attention_block(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+    scratch: &mut Scratch,
+    [rows, m, d, dv]: [usize; 4],
+    row0: usize,
+    scale: f32,
+    causal: bool,
+) {
+    scratch.scores.resize(rows * KEY_BLOCK, 0.0);
+    scratch.max.clear();
+    scratch.max.resize(rows, f32::NEG_INFINITY);
+    scratch.sums.clear();
+    scratch.sums.resize(rows, 0.0);
+    out.iter_mut().for_each(|x| *x = 0.0);
+    // Causal: query row0 + i sees keys 0..=row0 + i, so no block beyond the last row's keys is needed.
+    let m_seen = if causal { m.min(row0 + rows) } else { m };
+    for kb in (0..m_seen).step_by(KEY_BLOCK) {
+        let kl = KEY_BLOCK.min(m_seen - kb);
+        let s = &mut scratch.scores[..rows * kl];
+        // S = scale · Q K_blockᵀ (Q rows × d row-major; Kᵀ read from K row-major: row stride 1, column
+        // stride d).
+        // SAFETY: the pointers cover rows×kl, rows×d and kl×d elements with the strides given.
+        unsafe {
+            gemm::gemm(
+                rows,
+                kl,
+                d,
+                s.as_mut_ptr(),
+                1,
+                kl as isize,
+                false,
+                q.as_ptr(),
+                1,
+                d as isize,
+                k[kb * d..].as_ptr(),
+                d as isize,
+                1,
+                0.0,
+                scale,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        let visible = |i: usize| {
+            if causal {
+                (row0 + i + 1).saturating_sub(kb).min(kl)
+            } else {
+                kl
+            }
+        };
+        let state = scratch.max.iter_mut().zip(scratch.sums.iter_mut());
+        for (i, ((row, (max, sum)), o)) in s
+            .chunks_mut(kl)
+            .zip(state)
+            .zip(out.chunks_mut(dv))
+            .enumerate()
+        {
+            let correction = softmax_block_row(row, visible(i), max, sum);
+            if correction != 1.0 {
+                o.iter_mut().for_each(|x| *x *= correction);
+            }
+        }
+        // O += P V_block.
+        // SAFETY: as above, with P rows × kl and V_block kl × dv.
+        unsafe {
+            gemm::gemm(
+                rows,
+                dv,
+                kl,
+                out.as_mut_ptr(),
+                1,
+                dv as isize,
+                true,
+                s.as_ptr(),
+                1,
+                kl as isize,
+                v[kb * dv..].as_ptr(),
+                1,
+                dv as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    }
+    for (row, sum) in out.chunks_mut(dv).zip(scratch.sums.iter()) {
+        let inv = 1.0 / sum;
+        row.iter_mut().for_each(|x| *x *= inv);
+    }
+}
+
+/// One row of a score block: the first `live` entries become exp(s − new max), the rest 0; the running
+/// `max` and `sum` are updated. Returns the factor exp(old max − new max) by which the row's output so far
+/// must be rescaled.
+fn softmax_block_row(row: &mut [f32], live: usize, max: &mut f32, sum: &mut f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { softmax_block_row_avx2(row, live, max, sum) };
+    }
+    softmax_block_row_portable(row, live, max, sum)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_block_row_avx2(
+    row: &mut [f32],
+    live: usize,
+    max: &mut f32,
+    sum: &mut f32,
+) -> f32 {
+    softmax_block_row_portable(row, live, max, sum)
+}
+
+#[inline(always)]
+fn softmax_block_row_portable(row: &mut [f32], live: usize, max: &mut f32, sum: &mut f32) -> f32 {
+    let (live, masked) = row.split_at_mut(live);
+    masked.iter_mut().for_each(|x| *x = 0.0);
+    let new_max = lanes(live, *max, f32::max);
+    if live.is_empty() || new_max == f32::NEG_INFINITY {
+        return 1.0;
+    }
+    live.iter_mut()
+        .for_each(|x| *x = exp_nonpositive(*x - new_max));
+    let correction = exp_nonpositive(*max - new_max);
+    *sum = *sum * correction + lanes(live, 0.0, |a, b| a + b);
+    *max = new_max;
+    correction
+}
+
+/// Folds `xs` with `f` over 16 independent lanes (so the compiler can vectorise the reduction, which a
+/// single sequential accumulator forbids for floats), then folds the lanes.
+#[inline(always)]
+fn lanes(xs: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    const L: usize = 16;
+    let mut acc = [init; L];
+    let chunks = xs.chunks_exact(L);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = f(*a, x);
+        }
+    }
+    let mut r = tail.iter().fold(init, |a, &x| f(a, x));
+    for a in acc {
+        r = f(r, a);
+    }
+    r
+}
+
+/// e^x for x ≤ 0 (Cephes' single-precision polynomial after reduction by ln 2; ≤ 2 ulp), written so the
+/// compiler vectorises it. Inputs below −87.3 give e^−87.3 ≈ 1.2e−38 instead of subnormals or zero.
+#[inline(always)]
+fn exp_nonpositive(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.max(-87.3);
+    let n = (x * LOG2E + 0.5).floor();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let y = p * r * r + r + 1.0;
+    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use burn::tensor::module::attention as burn_attention;
+    use burn::tensor::ops::AttentionModuleOptions;
+    use burn::tensor::Distribution;
+
+    #[test]
+    fn exp_matches_std_within_two_ulp() {
+        let mut worst = 0f32;
+        for i in 0..200_000 {
+            let x = -(i as f32) * 87.0 / 200_000.0;
+            let (got, want) = (exp_nonpositive(x), x.exp());
+            worst = worst.max(((got - want) / want).abs());
+        }
+        assert!(worst < 2.5e-7, "worst relative error {worst}");
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+        assert!(exp_nonpositive(-1e30) > 0.0 && exp_nonpositive(f32::NEG_INFINITY) < 1.3e-38);
+    }
+
+    fn check(b: usize, h: usize, n: usize, m: usize, d: usize, dv: usize, causal: bool) {
+        let dev = Default::default();
+        let q = Tensor::<Flex, 4>::random([b, h, n, d], Distribution::Normal(0.0, 1.0), &dev);
+        let k = Tensor::<Flex, 4>::random([b, h, m, d], Distribution::Normal(0.0, 1.0), &dev);
+        let v = Tensor::<Flex, 4>::random([b, h, m, dv], Distribution::Normal(0.0, 1.0), &dev);
+        let scale = 1.0 / (d as f64).sqrt();
+        let got = attention(&q, &k, &v, scale, causal).expect("flex f32 takes the owned kernel");
+        let options = AttentionModuleOptions {
+            scale: Some(scale),
+            softcap: None,
+            is_causal: causal,
+        };
+        let want = burn_attention(q, k, v, None, None, options);
+        let (got, want) = (
+            got.into_data().into_vec::<f32>().unwrap(),
+            want.into_data().into_vec::<f32>().unwrap(),
+        );
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            err < 2e-5,
+            "{b}x{h}x{n}x{m}x{d}x{dv} causal={causal}: max error {err}"
+        );
+    }
+
+    #[test]
+    fn attention_equals_burns_op() {
+        check(1, 1, 1, 1, 1, 1, false);
+        check(2, 3, 70, 70, 8, 8, false); // a partial query block
+        check(1, 2, 130, 77, 16, 16, false); // cross-attention, M ≠ N
+        check(2, 2, 77, 77, 64, 64, true); // CLIP's causal self-attention
+        check(1, 5, 256, 300, 64, 64, false);
+        check(1, 1, 65, 65, 4, 4, true); // causal across a block boundary
+        check(1, 2, 100, 1100, 16, 8, false); // several key blocks (running max and sum), d ≠ dv
+        check(1, 1, 1030, 1030, 8, 8, true); // causal over several key and query blocks
+    }
+
+    #[test]
+    fn other_backends_and_dtypes_fall_back() {
+        type A = burn::backend::Autodiff<Flex>;
+        let dev = Default::default();
+        let t = Tensor::<A, 4>::zeros([1, 1, 2, 2], &dev);
+        assert!(attention(&t, &t, &t, 1.0, false).is_none());
+        let half = Tensor::<Flex, 4>::zeros([1, 1, 2, 2], &dev).cast(burn::tensor::FloatDType::F16);
+        assert!(attention(&half, &half, &half, 1.0, false).is_none());
+    }
+}
