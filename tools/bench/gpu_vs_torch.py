@@ -35,16 +35,6 @@ TOKENIZER = os.path.join(ROOT, "crates", "selfcascade-sd", "tests", "fixtures", 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-UNET = dict(
-    sample_size=64, in_channels=4, out_channels=4, center_input_sample=False, flip_sin_to_cos=True, freq_shift=0,
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    mid_block_type="UNetMidBlock2DCrossAttn",
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    only_cross_attention=False, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
-    downsample_padding=1, mid_block_scale_factor=1, act_fn="silu", norm_num_groups=32, norm_eps=1e-5,
-    cross_attention_dim=1024, attention_head_dim=[5, 10, 20, 20], use_linear_projection=True,
-    upcast_attention=False,
-)
 VAE = dict(
     in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
     down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, act_fn="silu",
@@ -69,6 +59,7 @@ def log(*a):
 
 def build_model(path, dev="cuda"):
     from diffusers import AutoencoderKL, UNet2DConditionModel
+    from full_unet_sd21 import SD21_BASE_UNET
     from oracle_util import clip_scale, diffusers_scale, randomize
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -76,7 +67,7 @@ def build_model(path, dev="cuda"):
     tmp = path + ".partial"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    unet = UNet2DConditionModel(**UNET).to(dev)
+    unet = UNet2DConditionModel(**SD21_BASE_UNET).to(dev)
     randomize(unet, 2100, diffusers_scale, device=dev)
     unet.save_pretrained(os.path.join(tmp, "unet"))
     del unet
