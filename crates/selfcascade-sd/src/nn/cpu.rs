@@ -74,6 +74,76 @@ pub fn attention<B: Backend>(
     ))
 }
 
+/// Group normalisation of `x` `[B, C, …]` over `groups` channel groups, the per-channel affine map, then
+/// SiLU when `silu` is set — one pass per group, groups in parallel. Statistics are accumulated in f64.
+pub fn group_norm<B: Backend, const D: usize>(
+    x: &Tensor<B, D>,
+    gamma: &Tensor<B, 1>,
+    beta: &Tensor<B, 1>,
+    groups: usize,
+    eps: f64,
+    silu: bool,
+) -> Option<Tensor<B, D>> {
+    let dims = x.dims();
+    let (c, rest) = (dims[1], dims[2..].iter().product::<usize>());
+    if groups == 0 || !c.is_multiple_of(groups) || gamma.dims() != [c] || beta.dims() != [c] {
+        return None;
+    }
+    let (xd, gd, bd) = (host_f32(x)?, host_f32(gamma)?, host_f32(beta)?);
+    let per_group = c / groups;
+    let len = per_group * rest;
+    if len == 0 {
+        return None;
+    }
+    let mut out = vec![0f32; xd.len()];
+    out.par_chunks_mut(len)
+        .zip(xd.par_chunks(len))
+        .enumerate()
+        .for_each(|(bg, (o, xs))| {
+            let ch0 = (bg % groups) * per_group;
+            let n = len as f64;
+            let mean = xs.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let var = xs.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+            let inv = 1.0 / (var + eps).sqrt();
+            for (j, (oc, xc)) in o.chunks_mut(rest).zip(xs.chunks(rest)).enumerate() {
+                // y = (x − mean)·(inv·γ) + β per channel.
+                let a = (inv * gd[ch0 + j] as f64) as f32;
+                affine_act(oc, xc, mean as f32, a, bd[ch0 + j], silu);
+            }
+        });
+    Some(Tensor::from_data(TensorData::new(out, dims), &x.device()))
+}
+
+/// `o = (x − m)·a + b`, then SiLU if `silu`.
+fn affine_act(o: &mut [f32], x: &[f32], m: f32, a: f32, b: f32, silu: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { affine_act_avx2(o, x, m, a, b, silu) };
+    }
+    affine_act_portable(o, x, m, a, b, silu)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn affine_act_avx2(o: &mut [f32], x: &[f32], m: f32, a: f32, b: f32, silu: bool) {
+    affine_act_portable(o, x, m, a, b, silu)
+}
+
+#[inline(always)]
+fn affine_act_portable(o: &mut [f32], x: &[f32], m: f32, a: f32, b: f32, silu: bool) {
+    if silu {
+        for (o, &x) in o.iter_mut().zip(x) {
+            let y = (x - m) * a + b;
+            *o = y / (1.0 + exp_poly(-y));
+        }
+    } else {
+        for (o, &x) in o.iter_mut().zip(x) {
+            *o = (x - m) * a + b;
+        }
+    }
+}
+
 /// Keys handled together within a query block: the block's scores (`QUERY_BLOCK` × `KEY_BLOCK`) and the
 /// key/value rows it reads stay in the L2 cache, whatever the sequence length.
 const KEY_BLOCK: usize = 512;
@@ -253,10 +323,16 @@ fn lanes(xs: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
 /// compiler vectorises it. Inputs below −87.3 give e^−87.3 ≈ 1.2e−38 instead of subnormals or zero.
 #[inline(always)]
 fn exp_nonpositive(x: f32) -> f32 {
+    exp_poly(x.min(0.0))
+}
+
+/// e^x for any x (same polynomial): below −87.3 as e^−87.3, above 88.7 +∞.
+#[inline(always)]
+fn exp_poly(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    let x = x.max(-87.3);
+    let x = x.clamp(-87.3, 88.8);
     let n = (x * LOG2E + 0.5).floor();
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4f32;
@@ -266,6 +342,7 @@ fn exp_nonpositive(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
+    // 2^n from its exponent bits; n = 128 (x near 88.8) gives the bits of +∞.
     y * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
@@ -328,6 +405,64 @@ mod tests {
         check(1, 1, 65, 65, 4, 4, true); // causal across a block boundary
         check(1, 2, 100, 1100, 16, 8, false); // several key blocks (running max and sum), d ≠ dv
         check(1, 1, 1030, 1030, 8, 8, true); // causal over several key and query blocks
+    }
+
+    #[test]
+    fn exp_poly_covers_both_signs() {
+        for i in 0..100_000 {
+            let x = -87.0 + (i as f32) * 175.0 / 100_000.0;
+            let (got, want) = (exp_poly(x), x.exp());
+            assert!(((got - want) / want).abs() < 3e-7, "{x}: {got} vs {want}");
+        }
+        assert_eq!(exp_poly(1000.0), f32::INFINITY);
+    }
+
+    fn group_norm_case(dims: [usize; 4], groups: usize, silu: bool, offset: f32) {
+        let dev = Default::default();
+        let x = Tensor::<Flex, 4>::random(dims, Distribution::Normal(0.0, 3.0), &dev)
+            .add_scalar(offset);
+        let c = dims[1];
+        let gamma = Tensor::<Flex, 1>::random([c], Distribution::Normal(1.0, 0.3), &dev);
+        let beta = Tensor::<Flex, 1>::random([c], Distribution::Normal(0.0, 0.3), &dev);
+        let got = group_norm(&x, &gamma, &beta, groups, 1e-5, silu).expect("flex f32");
+        // burn's ops, as kernels::group_norm composes them on other backends.
+        let [b, _, h, w] = dims;
+        let g = x.reshape([b, groups, c / groups * h * w]);
+        let mean = g.clone().mean_dim(2);
+        let centered = g.sub(mean);
+        let var = centered.clone().square().mean_dim(2);
+        let normed = centered
+            .div(var.add_scalar(1e-5).sqrt())
+            .reshape([b, c, h * w]);
+        let want = normed
+            .mul(gamma.reshape([1, c, 1]))
+            .add(beta.reshape([1, c, 1]));
+        let want = if silu {
+            burn::tensor::activation::silu(want)
+        } else {
+            want
+        };
+        let (got, want) = (
+            got.into_data().into_vec::<f32>().unwrap(),
+            want.into_data().into_vec::<f32>().unwrap(),
+        );
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            err < 2e-5,
+            "{dims:?} groups {groups} silu {silu}: max error {err}"
+        );
+    }
+
+    #[test]
+    fn group_norm_equals_burns_ops() {
+        group_norm_case([2, 64, 9, 7], 32, true, 0.0);
+        group_norm_case([1, 32, 16, 16], 8, false, 0.0);
+        group_norm_case([3, 6, 5, 5], 3, true, 20.0); // a large mean: the variance must not cancel
+        group_norm_case([1, 4, 1, 1], 4, true, 0.0); // one value per group: var 0, output = β
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub fn group_norm<B: Backend, const D: usize>(
     eps: f64,
     silu: bool,
 ) -> Tensor<B, D> {
+    #[cfg(feature = "flex")]
+    if let Some(y) = super::cpu::group_norm(&x, &gamma, &beta, groups, eps, silu) {
+        return y;
+    }
     let dims = x.dims();
     let (b, c) = (dims[0], dims[1]);
     let rest: usize = dims[2..].iter().product();
