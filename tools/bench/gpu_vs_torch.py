@@ -118,7 +118,7 @@ def rel_l2(a, b):
     return ((a - b).norm() / b.norm()).item()
 
 
-def run_rust(cmd, out_dir, name, timeout):
+def run_rust(cmd, name, timeout):
     """Runs a selfcascade binary, records GPU memory (nvidia-smi, every 100 ms) and its output."""
     mem_file = os.path.join("/tmp", f"mem-{name}.csv")
     smi = subprocess.Popen(
@@ -194,7 +194,7 @@ def main():
 
     def rust_unet(dt, timing=("64,128", "2", "5")):
         r = run_rust([unet_bin, "--device", "cuda", "--dtype", dt, "--unet", os.path.join(args.model, "unet"),
-                      "--io", io_path, *timing], args.out, f"unet-{dt}", 150)
+                      "--io", io_path, *timing], f"unet-{dt}", 150)
         res["unet_rust"][dt] = r
         save()
         return r
@@ -261,12 +261,12 @@ def main():
             "--width", "1024", "--height", "1024", "--guidance", "7.5", "--scheduler", "ddim", "--seed", "0",
             "--quiet", "--timings"]
     r = run_rust(base + ["--method", "self-cascade", "--steps", "2", "--out", os.path.join("/tmp", "warm.png")],
-                 args.out, "cli-warmup", 150)
+                 "cli-warmup", 150)
     res["pipeline_rust"]["warmup"] = r
     save()
     for method in ("direct", "self-cascade"):
         r = run_rust(base + ["--method", method, "--steps", str(args.steps),
-                             "--out", os.path.join("/tmp", f"{method}.png")], args.out, f"cli-{method}", 180)
+                             "--out", os.path.join("/tmp", f"{method}.png")], f"cli-{method}", 180)
         res["pipeline_rust"][method] = r
         save()
     rust_unet("bf16", timing=("64", "1", "2"))
