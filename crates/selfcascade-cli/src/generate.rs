@@ -12,7 +12,7 @@ use selfcascade_core::FeatureUpsampler;
 use selfcascade_core::{
     CascadeOutput, InjectedNoise, NoiseSource, Progress, ScalePlan, SeededNoise,
 };
-use selfcascade_sd::pipeline::{GenerateRequest, Method, StableDiffusion};
+use selfcascade_sd::pipeline::{decode_latents, GenerateRequest, Method, StableDiffusion};
 use selfcascade_sd::unet::UNet2DConditionModel;
 use selfcascade_sd::upsampler::{
     LightUpsampler, LightUpsamplerConfig, ResBlockUpsampler, ResBlockUpsamplerConfig,
@@ -325,6 +325,8 @@ impl BackendJob for Job {
         let embeds = sd
             .encode_prompt(&args.prompt, &args.negative_prompt)
             .map_err(|e| e.to_string())?;
+        // One prompt per run: the text encoders' memory goes to the sampling from here on.
+        sd.release_text_encoders();
         let t_encoded = Instant::now();
         if embeds.truncated {
             eprintln!("warning: the prompt is longer than the text encoder's 77 tokens and was truncated (as diffusers does)");
@@ -340,6 +342,8 @@ impl BackendJob for Job {
         let t_sampled = Instant::now();
         let mut meta = metadata(&args, &request, &plan, &model.display().to_string());
         save_latents(&args, &out)?;
+        // Only the VAE is needed from here on: the UNet's weights are freed before decoding.
+        let vae = sd.into_vae().map_err(|e| e.to_string())?;
         if args.save_stages {
             for (r, latent) in out
                 .stages
@@ -347,7 +351,7 @@ impl BackendJob for Job {
                 .enumerate()
                 .take(out.stages.len().saturating_sub(1))
             {
-                let images = sd.decode(latent.clone()).map_err(|e| e.to_string())?;
+                let images = decode_latents(&vae, latent.clone()).map_err(|e| e.to_string())?;
                 let img = &images[0];
                 meta.push(("stage".to_string(), r.to_string()));
                 write_png(
@@ -361,7 +365,7 @@ impl BackendJob for Job {
             }
         }
         let t_decode = Instant::now();
-        let images = sd.decode(out.latent).map_err(|e| e.to_string())?;
+        let images = decode_latents(&vae, out.latent).map_err(|e| e.to_string())?;
         if args.timings {
             let secs = |a: Instant, b: Instant| b.duration_since(a).as_secs_f64();
             eprintln!(

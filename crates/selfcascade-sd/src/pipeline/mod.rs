@@ -8,4 +8,6 @@ pub mod stable_diffusion;
 
 pub use image::{to_rgb8, RgbImage};
 pub use sampling::{FeatureInjection, UNetSampling};
-pub use stable_diffusion::{GenerateRequest, Method, PromptEmbeds, StableDiffusion};
+pub use stable_diffusion::{
+    decode_latents, GenerateRequest, Method, PromptEmbeds, StableDiffusion,
+};
