@@ -19,6 +19,10 @@ pub fn conv2d<B: Backend>(
     padding: usize,
     dilation: usize,
 ) -> Tensor<B, 4> {
+    #[cfg(feature = "flex")]
+    if let Some(y) = super::cpu::conv2d(&x, &weight, bias.as_ref(), stride, padding, dilation) {
+        return y;
+    }
     burn_conv2d(
         x,
         weight,
@@ -143,6 +147,17 @@ pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 /// GELU with the exact erf form (PyTorch's default).
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     activation::gelu(x)
+}
+
+/// GEGLU's activation: `a · gelu(g)` for the halves `[a, g]` of the last dimension of `y`.
+pub fn geglu<B: Backend, const D: usize>(y: Tensor<B, D>) -> Tensor<B, D> {
+    #[cfg(feature = "flex")]
+    if let Some(out) = super::cpu::geglu(&y) {
+        return out;
+    }
+    let half = y.dims()[D - 1] / 2;
+    let a = y.clone().narrow(D - 1, 0, half);
+    a.mul(gelu(y.narrow(D - 1, half, half)))
 }
 
 /// OpenAI CLIP's quick GELU, x·σ(1.702·x).

@@ -87,11 +87,7 @@ pub struct GeGlu<B: Backend> {
 impl<B: Backend> GeGlu<B> {
     /// GEGLU(x) over the last dimension.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let y = self.proj.forward(x);
-        let half = y.dims()[2] / 2;
-        let a = y.clone().narrow(2, 0, half);
-        let g = y.narrow(2, half, half);
-        a.mul(kernels::gelu(g))
+        kernels::geglu(self.proj.forward(x))
     }
 }
 

@@ -1,0 +1,247 @@
+//! 2-D convolution as im2col + one matrix product per tile of output rows, in the NCHW layout the
+//! models use (no layout conversions): `out[b] = W · cols + bias`, with `W` the weight as an
+//! `[out, in·kh·kw]` matrix and `cols` the `[in·kh·kw, pixels]` patches of the tile.
+
+use super::host_f32;
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// Elements of the patch matrix built at once (16M floats, 64 MB): a tile of output rows is as tall as
+/// fits, so small images are one tile and a 2048² image's first layers a few.
+const IM2COL_BUDGET: usize = 1 << 24;
+
+thread_local! {
+    /// The patch matrix, reused across calls (a fresh 64 MB allocation per convolution costs page
+    /// faults comparable to a tenth of the arithmetic).
+    static COLS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Convolution geometry (square kernel steps, PyTorch semantics).
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+    ho: usize,
+    wo: usize,
+}
+
+/// `conv2d(x, weight, bias)` for `x` `[B, C, H, W]` and `weight` `[O, C, kh, kw]`, with the same stride,
+/// zero padding and dilation on both axes; `None` unless burn-flex float32 (see [`super`]).
+pub fn conv2d<B: Backend>(
+    x: &Tensor<B, 4>,
+    weight: &Tensor<B, 4>,
+    bias: Option<&Tensor<B, 1>>,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+) -> Option<Tensor<B, 4>> {
+    conv2d_tiled(x, weight, bias, [stride, padding, dilation], IM2COL_BUDGET)
+}
+
+fn conv2d_tiled<B: Backend>(
+    x: &Tensor<B, 4>,
+    weight: &Tensor<B, 4>,
+    bias: Option<&Tensor<B, 1>>,
+    [stride, padding, dilation]: [usize; 3],
+    budget: usize,
+) -> Option<Tensor<B, 4>> {
+    let [b, c, h, w] = x.dims();
+    let [o, ci, kh, kw] = weight.dims();
+    let span = |k: usize| dilation * (k.max(1) - 1) + 1;
+    if ci != c || stride == 0 || dilation == 0 || kh == 0 || kw == 0 || o == 0 || b == 0 {
+        return None;
+    }
+    if h + 2 * padding < span(kh) || w + 2 * padding < span(kw) {
+        return None;
+    }
+    if bias.is_some_and(|t| t.dims() != [o]) {
+        return None;
+    }
+    let g = Geometry {
+        h,
+        w,
+        kh,
+        kw,
+        stride,
+        padding,
+        dilation,
+        ho: (h + 2 * padding - span(kh)) / stride + 1,
+        wo: (w + 2 * padding - span(kw)) / stride + 1,
+    };
+    let xd = host_f32(x)?;
+    let wd = host_f32(weight)?;
+    let bd = match bias {
+        Some(t) => Some(host_f32(t)?),
+        None => None,
+    };
+    let plane = g.ho * g.wo;
+    let mut out = vec![0f32; b * o * plane];
+    if let Some(bd) = &bd {
+        out.par_chunks_mut(plane)
+            .enumerate()
+            .for_each(|(i, p)| p.fill(bd[i % o]));
+    }
+    let kdim = c * kh * kw;
+    let pointwise = kh == 1 && kw == 1 && stride == 1 && padding == 0;
+    let tile_rows = if pointwise {
+        g.ho
+    } else {
+        (budget / (kdim * g.wo).max(1)).clamp(1, g.ho)
+    };
+    COLS.with_borrow_mut(|cols| {
+        for (xb, ob) in xd.chunks(c * h * w).zip(out.chunks_mut(o * plane)) {
+            for oy0 in (0..g.ho).step_by(tile_rows) {
+                let rows = tile_rows.min(g.ho - oy0);
+                let n = rows * g.wo;
+                // The right-hand side: the input itself for a pointwise convolution (row stride H·W),
+                // else the tile's patches (row stride n).
+                let (rhs, rhs_rs) = if pointwise {
+                    (&xb[oy0 * g.wo..], plane)
+                } else {
+                    if cols.len() < kdim * n {
+                        cols.resize(kdim * n, 0.0);
+                    }
+                    im2col(xb, &mut cols[..kdim * n], &g, oy0, rows);
+                    (&cols[..kdim * n], n)
+                };
+                // SAFETY: dst is `o` rows of `n` values at stride `plane` inside `ob` (oy0·wo + n ≤
+                // plane); lhs is `o` × `kdim` row-major; rhs is `kdim` rows of `n` at stride `rhs_rs`,
+                // all in bounds of their slices.
+                unsafe {
+                    gemm::gemm(
+                        o,
+                        n,
+                        kdim,
+                        ob[oy0 * g.wo..].as_mut_ptr(),
+                        1,
+                        plane as isize,
+                        bd.is_some(),
+                        wd.as_ptr(),
+                        1,
+                        kdim as isize,
+                        rhs.as_ptr(),
+                        1,
+                        rhs_rs as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::Rayon(0),
+                    );
+                }
+            }
+        }
+    });
+    Some(Tensor::from_data(
+        TensorData::new(out, [b, o, g.ho, g.wo]),
+        &x.device(),
+    ))
+}
+
+/// Fills `cols` (`[C·kh·kw, rows·wo]`) with the patches of output rows `oy0..oy0 + rows` of one image
+/// `xb` (`[C, H, W]`): row `(ci·kh + ky)·kw + kx` holds, per output pixel, the input value under that
+/// kernel tap, or 0 in the padding. Rows fill in parallel.
+fn im2col(xb: &[f32], cols: &mut [f32], g: &Geometry, oy0: usize, rows: usize) {
+    let n = rows * g.wo;
+    cols.par_chunks_mut(n)
+        .with_min_len(8)
+        .enumerate()
+        .for_each(|(r, dst)| {
+            let (ci, tap) = (r / (g.kh * g.kw), r % (g.kh * g.kw));
+            let (ky, kx) = (tap / g.kw, tap % g.kw);
+            let src = &xb[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+            // Input column of output column ox: ox·stride + kx·dilation − padding.
+            let dx = (kx * g.dilation) as isize - g.padding as isize;
+            // Output columns whose input column lies inside [0, W).
+            let lo = ((-dx).max(0) as usize).div_ceil(g.stride).min(g.wo);
+            let hi = if (g.w as isize - dx) <= 0 {
+                0
+            } else {
+                ((g.w as isize - dx) as usize)
+                    .div_ceil(g.stride)
+                    .clamp(lo, g.wo)
+            };
+            for (i, line) in dst.chunks_mut(g.wo).enumerate() {
+                let iy = ((oy0 + i) * g.stride + ky * g.dilation) as isize - g.padding as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    line.fill(0.0);
+                    continue;
+                }
+                let row = &src[iy as usize * g.w..(iy as usize + 1) * g.w];
+                line[..lo].fill(0.0);
+                line[hi..].fill(0.0);
+                if hi == lo {
+                    continue;
+                }
+                if g.stride == 1 {
+                    let start = (lo as isize + dx) as usize;
+                    line[lo..hi].copy_from_slice(&row[start..start + (hi - lo)]);
+                } else {
+                    for (ox, v) in (lo..hi).zip(&mut line[lo..hi]) {
+                        *v = row[(ox as isize * g.stride as isize + dx) as usize];
+                    }
+                }
+            }
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use burn::tensor::module::conv2d as burn_conv2d;
+    use burn::tensor::ops::ConvOptions;
+    use burn::tensor::Distribution;
+
+    /// The owned convolution against burn's, at a budget of `budget` patch elements (small budgets force
+    /// several tiles of output rows).
+    fn case(x: [usize; 4], o: usize, k: usize, spd: [usize; 3], bias: bool, budget: usize) {
+        let dev = Default::default();
+        let [stride, padding, dilation] = spd;
+        let xt = Tensor::<Flex, 4>::random(x, Distribution::Normal(0.0, 1.0), &dev);
+        let wt = Tensor::<Flex, 4>::random([o, x[1], k, k], Distribution::Normal(0.0, 0.2), &dev);
+        let bt = bias.then(|| Tensor::<Flex, 1>::random([o], Distribution::Normal(0.0, 1.0), &dev));
+        let got = conv2d_tiled(&xt, &wt, bt.as_ref(), spd, budget).expect("flex f32");
+        let options = ConvOptions::new([stride; 2], [padding; 2], [dilation; 2], 1);
+        let want = burn_conv2d(xt, wt, bt, options);
+        assert_eq!(got.dims(), want.dims(), "{x:?} k{k} {spd:?}");
+        let err = super::super::tests::max_abs_diff(got, want);
+        assert!(
+            err < 1e-4,
+            "{x:?} o{o} k{k} {spd:?} bias {bias} budget {budget}: {err}"
+        );
+    }
+
+    #[test]
+    fn conv2d_equals_burns_op() {
+        let big = IM2COL_BUDGET;
+        case([2, 5, 9, 7], 6, 3, [1, 1, 1], true, big); // the UNet's 3×3 convolutions
+        case([1, 4, 8, 8], 7, 3, [1, 1, 1], false, big); // conv_in-like, no bias
+        case([2, 6, 9, 8], 4, 3, [2, 1, 1], true, big); // a downsampler: stride 2, odd height
+        case([2, 6, 5, 6], 3, 1, [1, 0, 1], true, big); // pointwise (a shortcut)
+        case([1, 3, 12, 10], 5, 3, [1, 2, 2], true, big); // ScaleCrafter's re-dilation, padding = dilation
+        case([1, 3, 13, 11], 4, 3, [1, 3, 4], false, big); // dilation > padding: the output shrinks
+        case([1, 3, 7, 7], 2, 3, [1, 0, 1], true, big); // no padding
+        case([1, 2, 6, 6], 2, 5, [1, 4, 3], true, big); // taps entirely in the padding for edge pixels
+        case([1, 2, 9, 9], 3, 3, [3, 1, 2], true, big); // stride and dilation together
+        case([2, 5, 11, 9], 6, 3, [1, 1, 1], true, 5 * 9 * 9 * 2); // two output rows per tile
+        case([1, 4, 10, 6], 3, 3, [2, 1, 1], true, 1); // one output row per tile
+    }
+
+    #[test]
+    fn conv2d_refuses_what_it_does_not_cover() {
+        let dev = Default::default();
+        let x = Tensor::<Flex, 4>::zeros([1, 2, 4, 4], &dev);
+        let w = Tensor::<Flex, 4>::zeros([3, 1, 3, 3], &dev); // grouped (in 1 ≠ 2)
+        assert!(conv2d(&x, &w, None, 1, 1, 1).is_none());
+        let w = Tensor::<Flex, 4>::zeros([3, 2, 7, 7], &dev); // kernel larger than the padded input
+        assert!(conv2d(&x, &w, None, 1, 1, 1).is_none());
+    }
+}
