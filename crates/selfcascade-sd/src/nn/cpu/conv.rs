@@ -110,32 +110,8 @@ fn conv2d_tiled<B: Backend>(
                     im2col(xb, &mut cols[..kdim * n], &g, oy0, rows);
                     (&cols[..kdim * n], n)
                 };
-                // SAFETY: dst is `o` rows of `n` values at stride `plane` inside `ob` (oy0·wo + n ≤
-                // plane); lhs is `o` × `kdim` row-major; rhs is `kdim` rows of `n` at stride `rhs_rs`,
-                // all in bounds of their slices.
-                unsafe {
-                    gemm::gemm(
-                        o,
-                        n,
-                        kdim,
-                        ob[oy0 * g.wo..].as_mut_ptr(),
-                        1,
-                        plane as isize,
-                        bd.is_some(),
-                        wd.as_ptr(),
-                        1,
-                        kdim as isize,
-                        rhs.as_ptr(),
-                        1,
-                        rhs_rs as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::Rayon(0),
-                    );
-                }
+                let dst = &mut ob[oy0 * g.wo..];
+                matmul_into(dst, plane, &wd, kdim, rhs, rhs_rs, [o, n], bd.is_some());
             }
         }
     });
@@ -143,6 +119,54 @@ fn conv2d_tiled<B: Backend>(
         TensorData::new(out, [b, o, g.ho, g.wo]),
         &x.device(),
     ))
+}
+
+/// `dst[i, j] (+)= Σ_k lhs[i, k]·rhs[k, j]` for `i < m`, `j < n`: `lhs` is `m × kdim` row-major, `rhs`
+/// `kdim` rows at stride `rhs_rs`, `dst` `m` rows at stride `dst_rs` (accumulating when `accumulate`),
+/// threaded inside `gemm` (measured faster than splitting the rows across tasks, small images included).
+#[allow(clippy::too_many_arguments)]
+fn matmul_into(
+    dst: &mut [f32],
+    dst_rs: usize,
+    lhs: &[f32],
+    kdim: usize,
+    rhs: &[f32],
+    rhs_rs: usize,
+    [m, n]: [usize; 2],
+    accumulate: bool,
+) {
+    assert!(
+        m == 0 || (m - 1) * dst_rs + n <= dst.len(),
+        "conv: output out of bounds"
+    );
+    assert!(
+        lhs.len() >= m * kdim && (kdim == 0 || (kdim - 1) * rhs_rs + n <= rhs.len()),
+        "conv: operand out of bounds"
+    );
+    // SAFETY: the extents of all three operands are checked above.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            kdim,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.as_ptr(),
+            1,
+            kdim as isize,
+            rhs.as_ptr(),
+            1,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        )
+    }
 }
 
 /// Fills `cols` (`[C·kh·kw, rows·wo]`) with the patches of output rows `oy0..oy0 + rows` of one image
