@@ -13,6 +13,7 @@ use rayon::prelude::*;
 use std::any::Any;
 
 mod conv;
+mod winograd;
 pub use conv::conv2d;
 
 /// A burn-flex float32 tensor's values, read in place (row-major; a strided view is made contiguous
@@ -27,18 +28,24 @@ impl std::ops::Deref for HostF32 {
     }
 }
 
-/// The float32 values of `t` in row-major order, if `B` is exactly burn-flex (not the autodiff wrapper)
-/// and `t` holds float32.
-fn host_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<HostF32> {
+/// `t` as burn-flex's own tensor, if `B` is exactly burn-flex (not the autodiff wrapper) and `t` holds
+/// float32.
+fn flex_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<FlexTensor> {
     if t.dtype() != DType::F32 {
         return None;
     }
     let any: Box<dyn Any> = Box::new(t.clone());
-    let flex = any
-        .downcast::<Tensor<Flex, D>>()
-        .ok()?
-        .into_primitive()
-        .tensor();
+    Some(
+        any.downcast::<Tensor<Flex, D>>()
+            .ok()?
+            .into_primitive()
+            .tensor(),
+    )
+}
+
+/// The float32 values of `t` in row-major order (see [`flex_f32`]).
+fn host_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<HostF32> {
+    let flex = flex_f32(t)?;
     let flex = if flex.as_slice::<f32>().is_some() {
         flex
     } else {
@@ -46,6 +53,70 @@ fn host_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<HostF32> {
     };
     let n = flex.layout().num_elements();
     (flex.as_slice::<f32>()?.len() == n).then_some(HostF32(flex))
+}
+
+/// `x·W + b` over the last dimension of `x` `[…, in]`, for `weight` `[in, out]` in any 2-D layout with
+/// non-negative strides, read in place: the models hold PyTorch's `[out, in]` weight as a transposed
+/// view, which burn's `linear` would copy on every call.
+pub fn linear<B: Backend, const D: usize>(
+    x: &Tensor<B, D>,
+    weight: &Tensor<B, 2>,
+    bias: Option<&Tensor<B, 1>>,
+) -> Option<Tensor<B, D>> {
+    let mut dims = x.dims();
+    let inp = dims[D - 1];
+    let [w_in, out] = weight.dims();
+    let rows: usize = dims[..D - 1].iter().product();
+    if w_in != inp || inp == 0 || out == 0 || rows == 0 || bias.is_some_and(|b| b.dims() != [out]) {
+        return None;
+    }
+    let xd = host_f32(x)?;
+    let w = flex_f32(weight)?;
+    let (rs, cs) = match w.layout().strides() {
+        &[rs, cs] if rs >= 0 && cs >= 0 => (rs as usize, cs as usize),
+        _ => return None,
+    };
+    let start = w.layout().start_offset();
+    let storage = w.storage::<f32>();
+    if start + (inp - 1) * rs + (out - 1) * cs >= storage.len() {
+        return None;
+    }
+    let bd = match bias {
+        Some(b) => Some(host_f32(b)?),
+        None => None,
+    };
+    let mut o = vec![0f32; rows * out];
+    if let Some(bd) = &bd {
+        o.par_chunks_mut(out)
+            .for_each(|row| row.copy_from_slice(bd));
+    }
+    // SAFETY: o is rows × out row-major, xd rows × inp row-major, and the weight's extent was checked
+    // against its storage above.
+    unsafe {
+        gemm::gemm(
+            rows,
+            out,
+            inp,
+            o.as_mut_ptr(),
+            1,
+            out as isize,
+            bd.is_some(),
+            xd.as_ptr(),
+            1,
+            inp as isize,
+            storage[start..].as_ptr(),
+            cs as isize,
+            rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
+    dims[D - 1] = out;
+    Some(Tensor::from_data(TensorData::new(o, dims), &x.device()))
 }
 
 /// Queries handled together: each block is one task for the thread pool.
@@ -601,6 +672,32 @@ mod tests {
             1.0 - (-a * a).exp() / std::f64::consts::PI.sqrt() / f
         };
         v.copysign(x)
+    }
+
+    #[test]
+    fn linear_equals_burns_op_for_stored_and_transposed_weights() {
+        let dev = Default::default();
+        let x = Tensor::<Flex, 3>::random([2, 5, 7], Distribution::Normal(0.0, 1.0), &dev);
+        let w_stored = Tensor::<Flex, 2>::random([9, 7], Distribution::Normal(0.0, 1.0), &dev);
+        let b = Tensor::<Flex, 1>::random([9], Distribution::Normal(0.0, 1.0), &dev);
+        // The models' layout: PyTorch's [out, in] seen through a transpose; and a contiguous [in, out].
+        for w in [
+            w_stored.clone().transpose(),
+            Tensor::from_data(w_stored.clone().transpose().into_data(), &dev),
+        ] {
+            for bias in [Some(&b), None] {
+                let got = linear(&x, &w, bias).expect("flex f32");
+                let want = burn::tensor::module::linear(x.clone(), w.clone(), bias.cloned());
+                let err = max_abs_diff(got, want);
+                assert!(err < 1e-5, "bias {}: {err}", bias.is_some());
+            }
+        }
+        // A narrowed view of a larger weight (non-zero start offset).
+        let big = Tensor::<Flex, 2>::random([12, 7], Distribution::Normal(0.0, 1.0), &dev);
+        let w = big.narrow(0, 3, 9).transpose();
+        let got = linear(&x, &w, Some(&b)).expect("flex f32");
+        let want = burn::tensor::module::linear(x, w, Some(b));
+        assert!(max_abs_diff(got, want) < 1e-5);
     }
 
     #[test]

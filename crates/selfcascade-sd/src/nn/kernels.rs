@@ -36,6 +36,19 @@ pub fn conv2d<B: Backend>(
     )
 }
 
+/// `x·W + b` over the last dimension, `weight` `[in, out]` (any layout).
+pub fn linear<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+) -> Tensor<B, D> {
+    #[cfg(feature = "flex")]
+    if let Some(y) = super::cpu::linear(&x, &weight, bias.as_ref()) {
+        return y;
+    }
+    burn::tensor::module::linear(x, weight, bias)
+}
+
 /// Group normalisation over dims 1.. of `x` `[B, C, ...]` with `groups` groups, then the per-channel
 /// affine map, then SiLU when `silu` is set (the fused "norm + act" of every ResNet block).
 pub fn group_norm<B: Backend, const D: usize>(

@@ -178,18 +178,10 @@ impl<B: Backend> Linear<B> {
 
     /// x·Wᵀ + b over the last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let bias = self.bias.as_ref().map(|b| b.val());
         match &self.lora {
-            None => burn::tensor::module::linear(
-                x,
-                self.weight.val(),
-                self.bias.as_ref().map(|b| b.val()),
-            ),
-            Some(l) => burn::tensor::module::linear(
-                x.clone(),
-                self.weight.val(),
-                self.bias.as_ref().map(|b| b.val()),
-            )
-            .add(l.forward(x)),
+            None => kernels::linear(x, self.weight.val(), bias),
+            Some(l) => kernels::linear(x.clone(), self.weight.val(), bias).add(l.forward(x)),
         }
     }
 }

@@ -2,12 +2,17 @@
 //! models use (no layout conversions): `out[b] = W · cols + bias`, with `W` the weight as an
 //! `[out, in·kh·kw]` matrix and `cols` the `[in·kh·kw, pixels]` patches of the tile.
 
-use super::host_f32;
+use super::{host_f32, winograd};
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
-/// Elements of the patch matrix built at once (16M floats, 64 MB): a tile of output rows is as tall as
+/// 3×3 stride-1 convolutions with at least this many 2×2 output tiles (32×32 outputs) use Winograd's
+/// F(2×2, 3×3) ([`winograd`]); smaller ones, where transforming the weights on every call would cost
+/// more than it saves, use im2col.
+const WINOGRAD_MIN_TILES: usize = 256;
+
+/// Elements of the patch matrix (or Winograd's transformed input) built at once (16M floats, 64 MB): a tile of output rows is as tall as
 /// fits, so small images are one tile and a 2048² image's first layers a few.
 const IM2COL_BUDGET: usize = 1 << 24;
 
@@ -41,7 +46,14 @@ pub fn conv2d<B: Backend>(
     padding: usize,
     dilation: usize,
 ) -> Option<Tensor<B, 4>> {
-    conv2d_tiled(x, weight, bias, [stride, padding, dilation], IM2COL_BUDGET)
+    conv2d_tiled(
+        x,
+        weight,
+        bias,
+        [stride, padding, dilation],
+        IM2COL_BUDGET,
+        WINOGRAD_MIN_TILES,
+    )
 }
 
 fn conv2d_tiled<B: Backend>(
@@ -50,6 +62,7 @@ fn conv2d_tiled<B: Backend>(
     bias: Option<&Tensor<B, 1>>,
     [stride, padding, dilation]: [usize; 3],
     budget: usize,
+    winograd_min_tiles: usize,
 ) -> Option<Tensor<B, 4>> {
     let [b, c, h, w] = x.dims();
     let [o, ci, kh, kw] = weight.dims();
@@ -82,6 +95,15 @@ fn conv2d_tiled<B: Backend>(
     };
     let plane = g.ho * g.wo;
     let mut out = vec![0f32; b * o * plane];
+    let tiles = g.ho.div_ceil(2) * g.wo.div_ceil(2);
+    if kh == 3 && kw == 3 && stride == 1 && dilation == 1 && tiles >= winograd_min_tiles {
+        let shape = [b, c, h, w];
+        winograd::conv3x3(&xd, &wd, bd.as_deref(), shape, o, padding, &mut out, budget);
+        return Some(Tensor::from_data(
+            TensorData::new(out, [b, o, g.ho, g.wo]),
+            &x.device(),
+        ));
+    }
     if let Some(bd) = &bd {
         out.par_chunks_mut(plane)
             .enumerate()
@@ -227,12 +249,27 @@ mod tests {
     /// The owned convolution against burn's, at a budget of `budget` patch elements (small budgets force
     /// several tiles of output rows).
     fn case(x: [usize; 4], o: usize, k: usize, spd: [usize; 3], bias: bool, budget: usize) {
+        for min_tiles in [usize::MAX, 1] {
+            case_with(x, o, k, spd, bias, budget, min_tiles);
+        }
+    }
+
+    /// One case, with Winograd's transform for 3×3 stride-1 convolutions of at least `min_tiles` tiles.
+    fn case_with(
+        x: [usize; 4],
+        o: usize,
+        k: usize,
+        spd: [usize; 3],
+        bias: bool,
+        budget: usize,
+        min_tiles: usize,
+    ) {
         let dev = Default::default();
         let [stride, padding, dilation] = spd;
         let xt = Tensor::<Flex, 4>::random(x, Distribution::Normal(0.0, 1.0), &dev);
         let wt = Tensor::<Flex, 4>::random([o, x[1], k, k], Distribution::Normal(0.0, 0.2), &dev);
         let bt = bias.then(|| Tensor::<Flex, 1>::random([o], Distribution::Normal(0.0, 1.0), &dev));
-        let got = conv2d_tiled(&xt, &wt, bt.as_ref(), spd, budget).expect("flex f32");
+        let got = conv2d_tiled(&xt, &wt, bt.as_ref(), spd, budget, min_tiles).expect("flex f32");
         let options = ConvOptions::new([stride; 2], [padding; 2], [dilation; 2], 1);
         let want = burn_conv2d(xt, wt, bt, options);
         assert_eq!(got.dims(), want.dims(), "{x:?} k{k} {spd:?}");
