@@ -7,12 +7,11 @@ selfcascade: the owned kernel the models use on burn-flex (`nn::cpu::attention`)
 PyTorch: `torch.nn.functional.scaled_dot_product_attention`, float32, `--threads` threads.
 """
 import argparse
-import json
-import os
-import subprocess
+import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+from rust_example import print_ratios, run  # noqa: E402
 
 
 def torch_time(tokens, heads, head_dim, threads, repeats):
@@ -38,15 +37,10 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
     for tokens in args.tokens:
         torch_s = torch_time(tokens, args.heads, args.head_dim, args.threads, args.repeats)
-        cmd = ["cargo", "run", "-q", "--release", "-p", "selfcascade-sd", "--example", "attention_speed", "--",
-               str(tokens), str(args.heads), str(args.head_dim), str(args.repeats)]
-        ours = json.loads(subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True,
-                                         text=True).stdout.strip().splitlines()[-1])
-        print(json.dumps(dict(ours, torch_s=round(torch_s, 4), owned_over_torch=round(ours["owned_s"] / torch_s, 2),
-                              burn_over_torch=round(ours["burn_s"] / torch_s, 2))), flush=True)
+        ours = run("attention_speed", [tokens, args.heads, args.head_dim, args.repeats], args.threads)
+        print_ratios(ours, torch_s)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,12 @@ selfcascade: the owned kernel the models use on burn-flex (`nn::cpu::conv2d`) an
 PyTorch: `torch.nn.functional.conv2d`, float32, `--threads` threads.
 """
 import argparse
-import json
-import os
-import subprocess
+import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+from rust_example import print_ratios, run  # noqa: E402
+
 # (in, out, side, kernel, stride, dilation): the UNet at a 64² latent, a 2× dilated conv (ScaleCrafter),
 # a downsampler, a 1×1 shortcut, and the VAE decoder's widest layers at 256².
 SHAPES = [
@@ -54,15 +54,9 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=1)
     args = ap.parse_args()
-    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
     for shape in SHAPES:
         torch_s = torch_time(shape, args.batch, args.threads, args.repeats)
-        cmd = ["cargo", "run", "-q", "--release", "-p", "selfcascade-sd", "--example", "conv_speed", "--",
-               *map(str, shape), str(args.batch), str(args.repeats)]
-        ours = json.loads(subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True,
-                                         text=True).stdout.strip().splitlines()[-1])
-        print(json.dumps(dict(ours, torch_s=round(torch_s, 5), owned_over_torch=round(ours["owned_s"] / torch_s, 2),
-                              burn_over_torch=round(ours["burn_s"] / torch_s, 2))), flush=True)
+        print_ratios(run("conv_speed", [*shape, args.batch, args.repeats], args.threads), torch_s)
 
 
 if __name__ == "__main__":

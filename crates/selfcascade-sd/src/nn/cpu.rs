@@ -55,6 +55,77 @@ fn host_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<HostF32> {
     (flex.as_slice::<f32>()?.len() == n).then_some(HostF32(flex))
 }
 
+/// Where element (i, j) of a matrix lies in its slice: `i·rs + j·cs`.
+#[derive(Debug, Clone, Copy)]
+struct Strides {
+    rs: usize,
+    cs: usize,
+}
+
+impl Strides {
+    /// Row-major with rows `rs` apart.
+    fn rows(rs: usize) -> Self {
+        Self { rs, cs: 1 }
+    }
+
+    /// Elements a `rows × cols` matrix with these strides spans.
+    fn extent(self, rows: usize, cols: usize) -> usize {
+        if rows == 0 || cols == 0 {
+            0
+        } else {
+            (rows - 1) * self.rs + (cols - 1) * self.cs + 1
+        }
+    }
+}
+
+/// `dst = scale · lhs · rhs` (plus `dst` when `accumulate`) for an `m × n` product of depth `k` on the
+/// `gemm` crate, each operand a slice with its [`Strides`]; threaded inside gemm when `parallel`. An
+/// operand too short for its shape is a bug in the caller (checked, panics).
+fn matmul(
+    [m, n, k]: [usize; 3],
+    (dst, ds): (&mut [f32], Strides),
+    accumulate: bool,
+    (lhs, ls): (&[f32], Strides),
+    (rhs, rs): (&[f32], Strides),
+    scale: f32,
+    parallel: bool,
+) {
+    assert!(
+        dst.len() >= ds.extent(m, n)
+            && lhs.len() >= ls.extent(m, k)
+            && rhs.len() >= rs.extent(k, n),
+        "matmul: an operand is shorter than its {m}×{k}·{k}×{n} shape"
+    );
+    // SAFETY: every operand's extent under its strides was checked against its slice above.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            ds.cs as isize,
+            ds.rs as isize,
+            accumulate,
+            lhs.as_ptr(),
+            ls.cs as isize,
+            ls.rs as isize,
+            rhs.as_ptr(),
+            rs.cs as isize,
+            rs.rs as isize,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            if parallel {
+                gemm::Parallelism::Rayon(0)
+            } else {
+                gemm::Parallelism::None
+            },
+        );
+    }
+}
+
 /// `x·W + b` over the last dimension of `x` `[…, in]`, for `weight` `[in, out]` in any 2-D layout with
 /// non-negative strides, read in place: the models hold PyTorch's `[out, in]` weight as a transposed
 /// view, which burn's `linear` would copy on every call.
@@ -78,7 +149,7 @@ pub fn linear<B: Backend, const D: usize>(
     };
     let start = w.layout().start_offset();
     let storage = w.storage::<f32>();
-    if start + (inp - 1) * rs + (out - 1) * cs >= storage.len() {
+    if start + (Strides { rs, cs }).extent(inp, out) > storage.len() {
         return None;
     }
     let bd = match bias {
@@ -90,31 +161,18 @@ pub fn linear<B: Backend, const D: usize>(
         o.par_chunks_mut(out)
             .for_each(|row| row.copy_from_slice(bd));
     }
-    // SAFETY: o is rows × out row-major, xd rows × inp row-major, and the weight's extent was checked
-    // against its storage above.
-    unsafe {
-        gemm::gemm(
-            rows,
-            out,
-            inp,
-            o.as_mut_ptr(),
-            1,
-            out as isize,
-            bd.is_some(),
-            xd.as_ptr(),
-            1,
-            inp as isize,
-            storage[start..].as_ptr(),
-            cs as isize,
-            rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(0),
-        );
-    }
+    let weight = Strides { rs, cs };
+    let (product, depth) = ([rows, out, inp], Strides::rows(inp));
+    let dst = (&mut o[..], Strides::rows(out));
+    matmul(
+        product,
+        dst,
+        bd.is_some(),
+        (&xd, depth),
+        (&storage[start..], weight),
+        1.0,
+        true,
+    );
     dims[D - 1] = out;
     Some(Tensor::from_data(TensorData::new(o, dims), &x.device()))
 }
@@ -348,30 +406,17 @@ fn attention_block(
         let s = &mut scratch.scores[..rows * kl];
         // S = scale · Q K_blockᵀ (Q rows × d row-major; Kᵀ read from K row-major: row stride 1, column
         // stride d).
-        // SAFETY: the pointers cover rows×kl, rows×d and kl×d elements with the strides given.
-        unsafe {
-            gemm::gemm(
-                rows,
-                kl,
-                d,
-                s.as_mut_ptr(),
-                1,
-                kl as isize,
-                false,
-                q.as_ptr(),
-                1,
-                d as isize,
-                k[kb * d..].as_ptr(),
-                d as isize,
-                1,
-                0.0,
-                scale,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
+        let kt = Strides { rs: 1, cs: d };
+        let scores = (&mut s[..], Strides::rows(kl));
+        matmul(
+            [rows, kl, d],
+            scores,
+            false,
+            (q, Strides::rows(d)),
+            (&k[kb * d..], kt),
+            scale,
+            false,
+        );
         let visible = |i: usize| {
             if causal {
                 (row0 + i + 1).saturating_sub(kb).min(kl)
@@ -392,30 +437,19 @@ fn attention_block(
             }
         }
         // O += P V_block.
-        // SAFETY: as above, with P rows × kl and V_block kl × dv.
-        unsafe {
-            gemm::gemm(
-                rows,
-                dv,
-                kl,
-                out.as_mut_ptr(),
-                1,
-                dv as isize,
-                true,
-                s.as_ptr(),
-                1,
-                kl as isize,
-                v[kb * dv..].as_ptr(),
-                1,
-                dv as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
+        let (p, vb) = (
+            (&s[..], Strides::rows(kl)),
+            (&v[kb * dv..], Strides::rows(dv)),
+        );
+        matmul(
+            [rows, dv, kl],
+            (&mut out[..], Strides::rows(dv)),
+            true,
+            p,
+            vb,
+            1.0,
+            false,
+        );
     }
     for (row, sum) in out.chunks_mut(dv).zip(scratch.sums.iter()) {
         let inv = 1.0 / sum;

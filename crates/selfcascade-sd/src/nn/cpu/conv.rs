@@ -2,7 +2,7 @@
 //! models use (no layout conversions): `out[b] = W · cols + bias`, with `W` the weight as an
 //! `[out, in·kh·kw]` matrix and `cols` the `[in·kh·kw, pixels]` patches of the tile.
 
-use super::{host_f32, winograd};
+use super::{host_f32, matmul, winograd, Strides};
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -137,8 +137,19 @@ fn conv2d_tiled<B: Backend>(
                     im2col(xb, &mut cols[..kdim * n], &g, oy0, rows);
                     (&cols[..kdim * n], n)
                 };
-                let dst = &mut ob[oy0 * g.wo..];
-                matmul_into(dst, plane, &wd, kdim, rhs, rhs_rs, [o, n], bd.is_some());
+                // out[b][:, tile] (+)= W · patches, threaded inside gemm (measured faster than
+                // splitting the output channels across tasks, small images included).
+                let dst = (&mut ob[oy0 * g.wo..], Strides::rows(plane));
+                let (w, p) = (Strides::rows(kdim), Strides::rows(rhs_rs));
+                matmul(
+                    [o, n, kdim],
+                    dst,
+                    bd.is_some(),
+                    (&wd, w),
+                    (rhs, p),
+                    1.0,
+                    true,
+                );
             }
         }
     });
@@ -146,54 +157,6 @@ fn conv2d_tiled<B: Backend>(
         TensorData::new(out, [b, o, g.ho, g.wo]),
         &x.device(),
     ))
-}
-
-/// `dst[i, j] (+)= Σ_k lhs[i, k]·rhs[k, j]` for `i < m`, `j < n`: `lhs` is `m × kdim` row-major, `rhs`
-/// `kdim` rows at stride `rhs_rs`, `dst` `m` rows at stride `dst_rs` (accumulating when `accumulate`),
-/// threaded inside `gemm` (measured faster than splitting the rows across tasks, small images included).
-#[allow(clippy::too_many_arguments)]
-fn matmul_into(
-    dst: &mut [f32],
-    dst_rs: usize,
-    lhs: &[f32],
-    kdim: usize,
-    rhs: &[f32],
-    rhs_rs: usize,
-    [m, n]: [usize; 2],
-    accumulate: bool,
-) {
-    assert!(
-        m == 0 || (m - 1) * dst_rs + n <= dst.len(),
-        "conv: output out of bounds"
-    );
-    assert!(
-        lhs.len() >= m * kdim && (kdim == 0 || (kdim - 1) * rhs_rs + n <= rhs.len()),
-        "conv: operand out of bounds"
-    );
-    // SAFETY: the extents of all three operands are checked above.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            kdim,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
-            accumulate,
-            lhs.as_ptr(),
-            1,
-            kdim as isize,
-            rhs.as_ptr(),
-            1,
-            rhs_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(0),
-        )
-    }
 }
 
 /// Fills `cols` (`[C·kh·kw, rows·wo]`) with the patches of output rows `oy0..oy0 + rows` of one image

@@ -10,6 +10,7 @@
 //! for the 16 positions ξ of a 4×4 tile and tiles t of a band of tile rows, so every transform works on
 //! one contiguous block per channel and the products read them with row strides.
 
+use super::{matmul, Strides};
 use rayon::prelude::*;
 
 /// `out` (`[B, O, H + 2p − 2, W + 2p − 2]`) = conv3x3(`x` `[B, C, H, W]`, `weight` `[O, C, 3, 3]`, stride
@@ -49,32 +50,11 @@ pub(super) fn conv3x3(
                 .zip(xb.par_chunks(h * w))
                 .for_each(|(vc, xc)| transform_input(xc, vc, &geo));
             for xi in 0..16 {
-                // M_ξ [O, n] = U_ξ [O, C] · V_ξ [C, n].
-                // SAFETY: M_ξ is O rows of n at stride 16n inside m[..16·O·n]; U_ξ is O rows of C at
-                // stride 16C inside u; V_ξ is C rows of n at stride 16n inside v[..16·C·n].
-                unsafe {
-                    gemm::gemm(
-                        o,
-                        n,
-                        c,
-                        m[xi * n..].as_mut_ptr(),
-                        1,
-                        (16 * n) as isize,
-                        false,
-                        u[xi * c..].as_ptr(),
-                        1,
-                        (16 * c) as isize,
-                        v[xi * n..].as_ptr(),
-                        1,
-                        (16 * n) as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::Rayon(0),
-                    );
-                }
+                // M_ξ [O, n] = U_ξ [O, C] · V_ξ [C, n], each a strided slice of its buffer.
+                let dst = (&mut m[xi * n..o * 16 * n], Strides::rows(16 * n));
+                let lhs = (&u[xi * c..], Strides::rows(16 * c));
+                let rhs = (&v[xi * n..c * 16 * n], Strides::rows(16 * n));
+                matmul([o, n, c], dst, false, lhs, rhs, 1.0, true);
             }
             ob.par_chunks_mut(ho * wo)
                 .zip(m[..o * 16 * n].par_chunks(16 * n))
