@@ -11,17 +11,12 @@ use burn::tensor::{Distribution, Tensor};
 use selfcascade_sd::nn::cpu;
 #[path = "common/timing.rs"]
 mod timing;
-use timing::best;
+use timing::{best, NumericArgs};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse())
-        .collect::<Result<_, _>>()?;
-    let tokens = args.first().copied().unwrap_or(4096);
-    let heads = args.get(1).copied().unwrap_or(5);
-    let head_dim = args.get(2).copied().unwrap_or(64);
-    let repeats = args.get(3).copied().unwrap_or(3);
+    let args = NumericArgs::parse()?;
+    let (tokens, heads) = (args.arg(0, 4096), args.arg(1, 5));
+    let (head_dim, repeats) = (args.arg(2, 64), args.arg(3, 3));
     let dev = Default::default();
     let shape = [1, heads, tokens, head_dim];
     let [q, k, v] =

@@ -11,14 +11,11 @@ use burn::tensor::{Distribution, Tensor};
 use selfcascade_sd::nn::cpu;
 #[path = "common/timing.rs"]
 mod timing;
-use timing::best;
+use timing::{best, NumericArgs};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse())
-        .collect::<Result<_, _>>()?;
-    let arg = |i: usize, default: usize| args.get(i).copied().unwrap_or(default);
+    let args = NumericArgs::parse()?;
+    let arg = |i, default| args.arg(i, default);
     let (c_in, c_out, side) = (arg(0, 320), arg(1, 320), arg(2, 64));
     let (k, stride, dilation) = (arg(3, 3), arg(4, 1), arg(5, 1));
     let (batch, repeats) = (arg(6, 1), arg(7, 3));
