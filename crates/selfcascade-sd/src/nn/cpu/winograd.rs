@@ -12,6 +12,7 @@
 
 use super::{matmul, Strides};
 use rayon::prelude::*;
+use std::cell::RefCell;
 
 /// `out` (`[B, O, H + 2p − 2, W + 2p − 2]`) = conv3x3(`x` `[B, C, H, W]`, `weight` `[O, C, 3, 3]`, stride
 /// 1, zero padding `p`) + bias, in bands of tile rows whose transformed input (and products) hold at
@@ -29,10 +30,45 @@ pub(super) fn conv3x3(
 ) {
     let (ho, wo) = (h + 2 * padding - 2, w + 2 * padding - 2);
     let (th, tw) = (ho.div_ceil(2), wo.div_ceil(2));
-    let u = transform_weights(weight, o, c);
     let band_rows = (budget / (16 * c.max(o) * tw).max(1)).clamp(1, th);
-    let mut v = vec![0f32; c * 16 * band_rows * tw];
-    let mut m = vec![0f32; o * 16 * band_rows * tw];
+    BUFFERS.with_borrow_mut(|[u, v, m]| {
+        grow(u, o * 16 * c);
+        grow(v, c * 16 * band_rows * tw);
+        grow(m, o * 16 * band_rows * tw);
+        transform_weights(weight, &mut u[..o * 16 * c], c);
+        run_bands(x, u, v, m, bias, [c, h, w], o, padding, out, band_rows);
+    });
+}
+
+thread_local! {
+    /// Transformed weights, transformed input and products, reused across calls: fresh buffers per
+    /// call (page faults on megabytes) cost as much as the arithmetic for small images.
+    static BUFFERS: RefCell<[Vec<f32>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
+}
+
+/// Makes `buf` at least `len` long (its contents are overwritten before they are read).
+fn grow(buf: &mut Vec<f32>, len: usize) {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+}
+
+/// The bands of every image: transform the input, 16 products, transform the output.
+#[allow(clippy::too_many_arguments)]
+fn run_bands(
+    x: &[f32],
+    u: &[f32],
+    v: &mut [f32],
+    m: &mut [f32],
+    bias: Option<&[f32]>,
+    [c, h, w]: [usize; 3],
+    o: usize,
+    padding: usize,
+    out: &mut [f32],
+    band_rows: usize,
+) {
+    let (ho, wo) = (h + 2 * padding - 2, w + 2 * padding - 2);
+    let (th, tw) = (ho.div_ceil(2), wo.div_ceil(2));
     for (xb, ob) in x.chunks(c * h * w).zip(out.chunks_mut(o * ho * wo)) {
         for ty0 in (0..th).step_by(band_rows) {
             let rows = band_rows.min(th - ty0);
@@ -79,8 +115,7 @@ struct Band {
 
 /// `U[o][ξ][c] = (G g Gᵀ)[ξ]` for each 3×3 kernel `g = weight[o][c]`.
 #[allow(clippy::needless_range_loop)] // the transforms read as their matrices, index by index
-fn transform_weights(weight: &[f32], o: usize, c: usize) -> Vec<f32> {
-    let mut u = vec![0f32; o * 16 * c];
+fn transform_weights(weight: &[f32], u: &mut [f32], c: usize) {
     u.par_chunks_mut(16 * c)
         .zip(weight.par_chunks(c * 9))
         .for_each(|(uo, wo)| {
@@ -103,7 +138,6 @@ fn transform_weights(weight: &[f32], o: usize, c: usize) -> Vec<f32> {
                 }
             }
         });
-    u
 }
 
 /// `V[ξ][t] = (Bᵀ d B)[ξ]` for the 4×4 input tiles `d` of one channel `xc` (`h × w`) in the band.
