@@ -178,7 +178,7 @@ pub fn linear<B: Backend, const D: usize>(
 }
 
 /// Queries handled together: each block is one task for the thread pool.
-const QUERY_BLOCK: usize = 128;
+const QUERY_BLOCK: usize = 512;
 
 /// softmax(q·kᵀ·scale)·v for `q` `[B, H, N, d]`, `k`/`v` `[B, H, M, d]` (causal: key j > query i is
 /// masked). Query blocks run in parallel; each holds `QUERY_BLOCK` × `KEY_BLOCK` scores at a time.
@@ -367,7 +367,7 @@ fn affine_act_portable(o: &mut [f32], x: &[f32], m: f32, a: f32, b: f32, silu: b
 
 /// Keys handled together within a query block: the block's scores (`QUERY_BLOCK` × `KEY_BLOCK`) and the
 /// key/value rows it reads stay in the L2 cache, whatever the sequence length.
-const KEY_BLOCK: usize = 512;
+const KEY_BLOCK: usize = 256;
 
 /// Per-thread buffers reused across query blocks (a fresh allocation per block costs page faults and
 /// zeroing comparable to the arithmetic).
@@ -603,7 +603,7 @@ mod tests {
         check(1, 2, 130, 77, 16, 16, false); // cross-attention, M ≠ N
         check(2, 2, 77, 77, 64, 64, true); // CLIP's causal self-attention
         check(1, 5, 256, 300, 64, 64, false);
-        check(1, 1, 65, 65, 4, 4, true); // causal across a block boundary
+        check(1, 1, 520, 520, 4, 4, true); // causal across a query-block boundary
         check(1, 2, 100, 1100, 16, 8, false); // several key blocks (running max and sum), d ≠ dv
         check(1, 1, 1030, 1030, 8, 8, true); // causal over several key and query blocks
     }
