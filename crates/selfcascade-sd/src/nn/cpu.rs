@@ -55,6 +55,18 @@ fn host_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<HostF32> {
     (flex.as_slice::<f32>()?.len() == n).then_some(HostF32(flex))
 }
 
+/// Runs `f` on this thread's reusable buffers in `key`, or on fresh ones when they are already in use
+/// (a kernel re-entered on the same thread, e.g. by rayon work-stealing while two models run at once).
+fn with_scratch<const N: usize, R>(
+    key: &'static std::thread::LocalKey<std::cell::RefCell<[Vec<f32>; N]>>,
+    f: impl FnOnce(&mut [Vec<f32>; N]) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buffers) => f(&mut buffers),
+        Err(_) => f(&mut std::array::from_fn(|_| Vec::new())),
+    })
+}
+
 /// Where element (i, j) of a matrix lies in its slice: `i·rs + j·cs`.
 #[derive(Debug, Clone, Copy)]
 struct Strides {

@@ -2,7 +2,7 @@
 //! models use (no layout conversions): `out[b] = W · cols + bias`, with `W` the weight as an
 //! `[out, in·kh·kw]` matrix and `cols` the `[in·kh·kw, pixels]` patches of the tile.
 
-use super::{host_f32, matmul, winograd, Strides};
+use super::{host_f32, matmul, winograd, with_scratch, Strides};
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -24,7 +24,7 @@ const IM2COL_BUDGET: usize = 1 << 24;
 thread_local! {
     /// The patch matrix, reused across calls (a fresh 64 MB allocation per convolution costs page
     /// faults comparable to a tenth of the arithmetic).
-    static COLS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static COLS: RefCell<[Vec<f32>; 1]> = const { RefCell::new([Vec::new()]) };
 }
 
 /// Convolution geometry (square kernel steps, PyTorch semantics).
@@ -122,7 +122,7 @@ fn conv2d_tiled<B: Backend>(
     } else {
         (budget / (kdim * g.wo).max(1)).clamp(1, g.ho)
     };
-    COLS.with_borrow_mut(|cols| {
+    with_scratch(&COLS, |[cols]| {
         for (xb, ob) in xd.chunks(c * h * w).zip(out.chunks_mut(o * plane)) {
             for oy0 in (0..g.ho).step_by(tile_rows) {
                 let rows = tile_rows.min(g.ho - oy0);
@@ -269,6 +269,33 @@ mod tests {
         let from = [WINOGRAD_MIN_TILES, WINOGRAD_MIN_CHANNELS];
         case_with([1, 128, 34, 34], 8, 3, [1, 1, 1], true, big, from);
         case_with([1, 4, 34, 34], 8, 3, [1, 1, 1], true, big, from);
+    }
+
+    #[test]
+    fn conv2d_works_while_its_buffers_are_in_use_on_this_thread() {
+        // As when rayon runs a second model's convolution on a thread that is inside one already.
+        COLS.with_borrow_mut(|_| {
+            winograd::BUFFERS.with_borrow_mut(|_| {
+                case_with(
+                    [1, 128, 34, 34],
+                    4,
+                    3,
+                    [1, 1, 1],
+                    true,
+                    IM2COL_BUDGET,
+                    [1, 1],
+                );
+                case_with(
+                    [1, 3, 9, 9],
+                    4,
+                    3,
+                    [1, 1, 1],
+                    true,
+                    IM2COL_BUDGET,
+                    [usize::MAX; 2],
+                );
+            })
+        });
     }
 
     #[test]

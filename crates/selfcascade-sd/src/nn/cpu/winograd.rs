@@ -10,7 +10,7 @@
 //! for the 16 positions ξ of a 4×4 tile and tiles t of a band of tile rows, so every transform works on
 //! one contiguous block per channel and the products read them with row strides.
 
-use super::{matmul, Strides};
+use super::{matmul, with_scratch, Strides};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -31,7 +31,7 @@ pub(super) fn conv3x3(
     let (ho, wo) = (h + 2 * padding - 2, w + 2 * padding - 2);
     let (th, tw) = (ho.div_ceil(2), wo.div_ceil(2));
     let band_rows = (budget / (16 * c.max(o) * tw).max(1)).clamp(1, th);
-    BUFFERS.with_borrow_mut(|[u, v, m]| {
+    with_scratch(&BUFFERS, |[u, v, m]| {
         grow(u, o * 16 * c);
         grow(v, c * 16 * band_rows * tw);
         grow(m, o * 16 * band_rows * tw);
@@ -43,7 +43,7 @@ pub(super) fn conv3x3(
 thread_local! {
     /// Transformed weights, transformed input and products, reused across calls: fresh buffers per
     /// call (page faults on megabytes) cost as much as the arithmetic for small images.
-    static BUFFERS: RefCell<[Vec<f32>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
+    pub(super) static BUFFERS: RefCell<[Vec<f32>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
 }
 
 /// Makes `buf` at least `len` long (its contents are overwritten before they are read).
