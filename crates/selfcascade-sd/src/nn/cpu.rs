@@ -155,13 +155,16 @@ pub fn linear<B: Backend, const D: usize>(
     }
     let xd = host_f32(x)?;
     let w = flex_f32(weight)?;
-    let (rs, cs) = match w.layout().strides() {
-        &[rs, cs] if rs >= 0 && cs >= 0 => (rs as usize, cs as usize),
+    let weight = match w.layout().strides() {
+        &[rs, cs] if rs >= 0 && cs >= 0 => Strides {
+            rs: rs as usize,
+            cs: cs as usize,
+        },
         _ => return None,
     };
     let start = w.layout().start_offset();
     let storage = w.storage::<f32>();
-    if start + (Strides { rs, cs }).extent(inp, out) > storage.len() {
+    if start + weight.extent(inp, out) > storage.len() {
         return None;
     }
     let bd = match bias {
@@ -173,7 +176,6 @@ pub fn linear<B: Backend, const D: usize>(
         o.par_chunks_mut(out)
             .for_each(|row| row.copy_from_slice(bd));
     }
-    let weight = Strides { rs, cs };
     let (product, depth) = ([rows, out, inp], Strides::rows(inp));
     let dst = (&mut o[..], Strides::rows(out));
     matmul(
@@ -304,10 +306,16 @@ pub fn geglu<B: Backend, const D: usize>(y: &Tensor<B, D>) -> Option<Tensor<B, D
     Some(Tensor::from_data(TensorData::new(out, dims), &y.device()))
 }
 
+/// Whether the CPU runs the `*_avx2` builds of the element-wise loops (AVX2 + FMA).
+#[cfg(target_arch = "x86_64")]
+fn avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
 /// `o = a · gelu(g)`.
 fn gated_gelu(o: &mut [f32], a: &[f32], g: &[f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA (checked above).
         return unsafe { gated_gelu_avx2(o, a, g) };
     }
@@ -350,7 +358,7 @@ fn gelu_erf(x: f32) -> f32 {
 /// `o = (x − m)·a + b`, then SiLU if `silu`.
 fn affine_act(o: &mut [f32], x: &[f32], m: f32, a: f32, b: f32, silu: bool) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if avx2_fma() {
         // SAFETY: the CPU has the features the function is compiled for.
         return unsafe { affine_act_avx2(o, x, m, a, b, silu) };
     }
@@ -474,7 +482,7 @@ fn attention_block(
 /// must be rescaled.
 fn softmax_block_row(row: &mut [f32], live: usize, max: &mut f32, sum: &mut f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if avx2_fma() {
         // SAFETY: the CPU has the features the function is compiled for.
         return unsafe { softmax_block_row_avx2(row, live, max, sum) };
     }

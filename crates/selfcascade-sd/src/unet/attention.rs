@@ -129,15 +129,13 @@ impl<B: Backend> FeedForward<B> {
     /// The feed-forward of `x` `[B, N, dim]`, `rows` tokens at a time.
     fn forward_in_chunks(&self, x: Tensor<B, 3>, rows: usize) -> Tensor<B, 3> {
         let n = x.dims()[1];
+        let ff = |t: Tensor<B, 3>| self.net.2.forward(self.net.0.forward(t));
         if n <= rows {
-            return self.net.2.forward(self.net.0.forward(x));
+            return ff(x);
         }
         let chunks = (0..n)
             .step_by(rows)
-            .map(|start| {
-                let part = x.clone().narrow(1, start, rows.min(n - start));
-                self.net.2.forward(self.net.0.forward(part))
-            })
+            .map(|start| ff(x.clone().narrow(1, start, rows.min(n - start))))
             .collect();
         Tensor::cat(chunks, 1)
     }

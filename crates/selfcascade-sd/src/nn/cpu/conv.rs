@@ -17,8 +17,9 @@ const WINOGRAD_MIN_TILES: usize = 256;
 /// against 3.2 ms; from 128 channels Winograd wins, 23 against 31 ms at 128²).
 const WINOGRAD_MIN_CHANNELS: usize = 128;
 
-/// Elements of the patch matrix (or Winograd's transformed input) built at once (16M floats, 64 MB): a tile of output rows is as tall as
-/// fits, so small images are one tile and a 2048² image's first layers a few.
+/// Elements of the patch matrix (or Winograd's transformed input) built at once (16M floats, 64 MB): a
+/// tile of output rows is as tall as fits, so small images are one tile and a 2048² image's first layers
+/// a few.
 const IM2COL_BUDGET: usize = 1 << 24;
 
 thread_local! {
@@ -265,7 +266,8 @@ mod tests {
         case([1, 2, 9, 9], 3, 3, [3, 1, 2], true, big); // stride and dilation together
         case([2, 5, 11, 9], 6, 3, [1, 1, 1], true, 5 * 9 * 9 * 2); // two output rows per tile
         case([1, 4, 10, 6], 3, 3, [2, 1, 1], true, 1); // one output row per tile
-                                                       // The production thresholds: 289 tiles, 128 channels take Winograd; 4 channels take im2col.
+
+        // The production thresholds: 289 tiles, 128 channels take Winograd; 4 channels take im2col.
         let from = [WINOGRAD_MIN_TILES, WINOGRAD_MIN_CHANNELS];
         case_with([1, 128, 34, 34], 8, 3, [1, 1, 1], true, big, from);
         case_with([1, 4, 34, 34], 8, 3, [1, 1, 1], true, big, from);

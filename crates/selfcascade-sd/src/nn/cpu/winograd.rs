@@ -36,7 +36,38 @@ pub(super) fn conv3x3(
         grow(v, c * 16 * band_rows * tw);
         grow(m, o * 16 * band_rows * tw);
         transform_weights(weight, &mut u[..o * 16 * c], c);
-        run_bands(x, u, v, m, bias, [c, h, w], o, padding, out, band_rows);
+        for (xb, ob) in x.chunks(c * h * w).zip(out.chunks_mut(o * ho * wo)) {
+            for ty0 in (0..th).step_by(band_rows) {
+                let rows = band_rows.min(th - ty0);
+                let n = rows * tw;
+                let geo = Band {
+                    h,
+                    w,
+                    padding,
+                    ty0,
+                    rows,
+                    tw,
+                };
+                v[..c * 16 * n]
+                    .par_chunks_mut(16 * n)
+                    .zip(xb.par_chunks(h * w))
+                    .for_each(|(vc, xc)| transform_input(xc, vc, &geo));
+                for xi in 0..16 {
+                    // M_ξ [O, n] = U_ξ [O, C] · V_ξ [C, n], each a strided slice of its buffer.
+                    let dst = (&mut m[xi * n..o * 16 * n], Strides::rows(16 * n));
+                    let lhs = (&u[xi * c..], Strides::rows(16 * c));
+                    let rhs = (&v[xi * n..c * 16 * n], Strides::rows(16 * n));
+                    matmul([o, n, c], dst, false, lhs, rhs, 1.0, true);
+                }
+                ob.par_chunks_mut(ho * wo)
+                    .zip(m[..o * 16 * n].par_chunks(16 * n))
+                    .enumerate()
+                    .for_each(|(oc, (plane, mo))| {
+                        let bias = bias.map_or(0.0, |b| b[oc]);
+                        transform_output(mo, plane, bias, [ho, wo], &geo);
+                    });
+            }
+        }
     });
 }
 
@@ -50,56 +81,6 @@ thread_local! {
 fn grow(buf: &mut Vec<f32>, len: usize) {
     if buf.len() < len {
         buf.resize(len, 0.0);
-    }
-}
-
-/// The bands of every image: transform the input, 16 products, transform the output.
-#[allow(clippy::too_many_arguments)]
-fn run_bands(
-    x: &[f32],
-    u: &[f32],
-    v: &mut [f32],
-    m: &mut [f32],
-    bias: Option<&[f32]>,
-    [c, h, w]: [usize; 3],
-    o: usize,
-    padding: usize,
-    out: &mut [f32],
-    band_rows: usize,
-) {
-    let (ho, wo) = (h + 2 * padding - 2, w + 2 * padding - 2);
-    let (th, tw) = (ho.div_ceil(2), wo.div_ceil(2));
-    for (xb, ob) in x.chunks(c * h * w).zip(out.chunks_mut(o * ho * wo)) {
-        for ty0 in (0..th).step_by(band_rows) {
-            let rows = band_rows.min(th - ty0);
-            let n = rows * tw;
-            let geo = Band {
-                h,
-                w,
-                padding,
-                ty0,
-                rows,
-                tw,
-            };
-            v[..c * 16 * n]
-                .par_chunks_mut(16 * n)
-                .zip(xb.par_chunks(h * w))
-                .for_each(|(vc, xc)| transform_input(xc, vc, &geo));
-            for xi in 0..16 {
-                // M_ξ [O, n] = U_ξ [O, C] · V_ξ [C, n], each a strided slice of its buffer.
-                let dst = (&mut m[xi * n..o * 16 * n], Strides::rows(16 * n));
-                let lhs = (&u[xi * c..], Strides::rows(16 * c));
-                let rhs = (&v[xi * n..c * 16 * n], Strides::rows(16 * n));
-                matmul([o, n, c], dst, false, lhs, rhs, 1.0, true);
-            }
-            ob.par_chunks_mut(ho * wo)
-                .zip(m[..o * 16 * n].par_chunks(16 * n))
-                .enumerate()
-                .for_each(|(oc, (plane, mo))| {
-                    let bias = bias.map_or(0.0, |b| b[oc]);
-                    transform_output(mo, plane, bias, [ho, wo], &geo);
-                });
-        }
     }
 }
 
