@@ -1,14 +1,30 @@
 //! The hot paths of every model, behind narrow functions: convolution, normalisation (+ activation),
 //! attention and activations. Model code calls only these, so a faster kernel for one backend can
 //! replace an implementation here without touching the models.
+//!
+//! Half precision (f16/bf16 tensors, e.g. `Cuda<f16>` or a burn-flex device whose default float type is
+//! f16): normalisation and attention run in float32 and cast their result back, as PyTorch does for
+//! half models (it accumulates norm statistics and softmax in float32). In the half type the sum of
+//! squares of a normalisation overflows (f16 ends at 65,504) on activations a real UNet produces, and the
+//! generation stops with non-finite latents.
 
 use burn::tensor::{
     activation,
     backend::Backend,
     module::{attention as fused_attention, conv2d as burn_conv2d},
     ops::{AttentionModuleOptions, ConvOptions},
-    Tensor,
+    DType, Tensor,
 };
+
+/// Whether `dtype` is a half type (f16 or bf16).
+pub fn is_half(dtype: DType) -> bool {
+    matches!(dtype, DType::F16 | DType::BF16)
+}
+
+/// `x` as float32.
+fn f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    x.cast(DType::F32)
+}
 
 /// 2-D convolution, PyTorch semantics (`weight` `[out, in, k, k]`, symmetric zero padding).
 pub fn conv2d<B: Backend>(
@@ -59,6 +75,10 @@ pub fn group_norm<B: Backend, const D: usize>(
     eps: f64,
     silu: bool,
 ) -> Tensor<B, D> {
+    let dtype = x.dtype();
+    if is_half(dtype) {
+        return group_norm(f32(x), f32(gamma), f32(beta), groups, eps, silu).cast(dtype);
+    }
     #[cfg(feature = "flex")]
     if let Some(y) = super::cpu::group_norm(&x, &gamma, &beta, groups, eps, silu) {
         return y;
@@ -96,6 +116,10 @@ pub fn layer_norm<B: Backend, const D: usize>(
     beta: Tensor<B, 1>,
     eps: f64,
 ) -> Tensor<B, D> {
+    let dtype = x.dtype();
+    if is_half(dtype) {
+        return layer_norm(f32(x), f32(gamma), f32(beta), eps).cast(dtype);
+    }
     let mean = x.clone().mean_dim(D - 1);
     let centered = x.sub(mean);
     let var = centered.clone().square().mean_dim(D - 1);
@@ -119,6 +143,10 @@ pub fn attention<B: Backend>(
     scale: f64,
     causal: bool,
 ) -> Tensor<B, 4> {
+    let dtype = q.dtype();
+    if is_half(dtype) {
+        return attention(f32(q), f32(k), f32(v), scale, causal).cast(dtype);
+    }
     #[cfg(feature = "flex")]
     if let Some(out) = super::cpu::attention(&q, &k, &v, scale, causal) {
         return out;

@@ -6,8 +6,22 @@ pub mod kernels;
 
 use crate::error::{Error, Result};
 use crate::load::{Init, Vb};
-use burn::module::{Module, Param};
-use burn::tensor::{backend::Backend, Int, Tensor};
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::{backend::Backend, FloatDType, Int, Tensor};
+
+/// `module` with every float parameter cast to `dtype`, e.g. a model loaded in float32 run in f16, or
+/// a VAE kept in float32 on a half backend. Computation follows the parameters' dtype; the inputs
+/// must be cast to match.
+pub fn cast_params<B: Backend, M: Module<B>>(module: M, dtype: FloatDType) -> M {
+    struct Cast(FloatDType);
+    impl<B: Backend> ModuleMapper<B> for Cast {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let (id, tensor, mapper) = param.consume();
+            Param::from_mapped_value(id, tensor.cast(self.0), mapper)
+        }
+    }
+    module.map(&mut Cast(dtype))
+}
 
 /// `torch.nn.Conv2d` (square kernel, symmetric padding).
 #[derive(Module, Debug)]

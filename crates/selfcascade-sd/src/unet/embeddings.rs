@@ -4,7 +4,7 @@ use crate::error::Result;
 use crate::load::Vb;
 use crate::nn::{kernels, Linear};
 use burn::module::Module;
-use burn::tensor::{backend::Backend, Tensor, TensorData};
+use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
 
 /// The frequencies `exp(−ln(max_period)·i / (half − shift))`, `i < half`, computed in float32 exactly as
 /// diffusers does (float32 arange times the float32-rounded constant, then divided, then `exp`).
@@ -16,8 +16,10 @@ fn frequencies(half: usize, shift: f64) -> Vec<f32> {
         .collect()
 }
 
-/// diffusers' `get_timestep_embedding` (max_period 10000, scale 1) for `t` `[N]` → `[N, dim]`, float32:
+/// diffusers' `get_timestep_embedding` (max_period 10000, scale 1) for `t` `[N]` → `[N, dim]`:
 /// `[sin(t·f), cos(t·f)]`, or `[cos, sin]` with `flip_sin_to_cos`, zero-padded when `dim` is odd.
+/// Computed in float32 whatever `t`'s dtype and returned in float32, as diffusers does (in f16,
+/// t·f near 999 has a spacing of 0.5 and its sine is noise); give `t` in float32 for fractional steps.
 pub fn timestep_embedding<B: Backend>(
     t: Tensor<B, 1>,
     dim: usize,
@@ -29,9 +31,12 @@ pub fn timestep_embedding<B: Backend>(
     let device = t.device();
     let freqs = Tensor::<B, 1>::from_data(
         TensorData::new(frequencies(half, freq_shift), [half]),
-        &device,
+        (&device, DType::F32),
     );
-    let args = t.reshape([n, 1]).mul(freqs.reshape([1, half]));
+    let args = t
+        .cast(DType::F32)
+        .reshape([n, 1])
+        .mul(freqs.reshape([1, half]));
     let (sin, cos) = (args.clone().sin(), args.cos());
     let mut parts = if flip_sin_to_cos {
         vec![cos, sin]
@@ -39,7 +44,7 @@ pub fn timestep_embedding<B: Backend>(
         vec![sin, cos]
     };
     if dim % 2 == 1 {
-        parts.push(Tensor::zeros([n, 1], &device));
+        parts.push(Tensor::zeros([n, 1], (&device, DType::F32)));
     }
     Tensor::cat(parts, 1)
 }
@@ -67,8 +72,10 @@ impl<B: Backend> TimestepEmbedding<B> {
         self.linear_1.weight.dims()[0]
     }
 
-    /// The embedding of `x` `[B, in_dim]`.
+    /// The embedding of `x` `[B, in_dim]` (cast to the weights' dtype first: the sinusoidal input is
+    /// float32).
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let x = x.cast(self.linear_1.weight.val().dtype());
         self.linear_2
             .forward(kernels::silu(self.linear_1.forward(x)))
     }

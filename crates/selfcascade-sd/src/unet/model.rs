@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::load::{open_component, Vb};
 use crate::nn::{kernels, Conv2d, GroupNorm};
 use burn::module::Module;
-use burn::tensor::{backend::Backend, Tensor, TensorData};
+use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
 use std::path::Path;
 
 /// Stable Diffusion's conditional UNet (diffusers' `UNet2DConditionModel`) for SD 1.x, SD 2.x and SDXL.
@@ -199,7 +199,7 @@ impl<B: Backend> UNet2DConditionModel<B> {
         if let Some(bad) = timesteps.iter().find(|t| !t.is_finite()) {
             return Err(Error::Input(format!("timestep {bad} is not finite")));
         }
-        let t = Tensor::<B, 1>::from_data(TensorData::new(t, [batch]), device);
+        let t = Tensor::<B, 1>::from_data(TensorData::new(t, [batch]), (device, DType::F32));
         let c0 = self.time_embedding.in_features();
         let emb = self.time_embedding.forward(timestep_embedding(
             t,
@@ -242,7 +242,8 @@ impl<B: Backend> UNet2DConditionModel<B> {
                     self.config.flip_sin_to_cos,
                     self.config.freq_shift,
                 )
-                .reshape([batch, k * per_id]);
+                .reshape([batch, k * per_id])
+                .cast(text_embeds.dtype());
                 let aug = add.forward(Tensor::cat(vec![text_embeds, time_embeds], 1));
                 Ok(emb.add(aug))
             }
