@@ -359,3 +359,23 @@ fn injected_noise_replaces_the_rng_and_is_checked() {
         .unwrap_err();
     assert!(err.to_string().contains("stage0"), "{err}");
 }
+
+/// The finiteness check works element-wise: half latents of a 1024² image (131,072 values near 1, whose
+/// sum overflows f16) are finite; one NaN or infinity anywhere is not.
+#[test]
+fn all_finite_checks_elements_not_a_sum() {
+    use burn::tensor::FloatDType;
+    use selfcascade_core::sampler::all_finite;
+    let dev = Default::default();
+    for dtype in [FloatDType::F32, FloatDType::F16, FloatDType::BF16] {
+        let x = Tensor::<burn::backend::Flex, 4>::ones([2, 4, 128, 128], &dev).cast(dtype);
+        assert!(all_finite(&x), "{dtype:?}");
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let y = x.clone().slice_assign(
+                [1..2, 3..4, 100..101, 7..8],
+                Tensor::<burn::backend::Flex, 4>::full([1, 1, 1, 1], bad, &dev).cast(dtype),
+            );
+            assert!(!all_finite(&y), "{dtype:?} {bad}");
+        }
+    }
+}
