@@ -251,3 +251,36 @@ fn full_size_sd21_unet_in_f16() {
     eprintln!("full-size SD 2.1 UNet in f16: relative L2 {err:.2e}");
     assert!(err < 3e-3, "{err:.3e}");
 }
+
+/// A VAE whose config sets `force_upcast` (diffusers' default, SDXL's VAE) computes in float32 when
+/// its weights are half: decoding an f16 latent returns f16 equal to the float32 decode up to the
+/// final rounding. With `force_upcast` off it stays in f16.
+#[test]
+fn vae_with_force_upcast_decodes_half_latents_in_float32() {
+    use selfcascade_sd::vae::AutoencoderKL;
+    let dev = Default::default();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/sd15");
+    let full = AutoencoderKL::<B>::load(&dir.join("vae"), None, &dev).unwrap();
+    assert!(full.force_upcast);
+    let io = TensorStore::open(&[dir.join("io/vae_decode.safetensors")]).unwrap();
+    let latent: Tensor<B, 4> = input(&io, "latent", FloatDType::F32);
+    let want = values(full.decode(latent.clone()).unwrap());
+    let upcast = cast_params(full.clone(), FloatDType::F16).upcast_for_half();
+    assert_eq!(upcast.dtype(), DType::F32);
+    let got = upcast.decode(latent.clone().cast(FloatDType::F16)).unwrap();
+    assert_eq!(got.dtype(), DType::F16);
+    let upcast_err = rel_l2(&values(got), &want);
+    let mut half = cast_params(full, FloatDType::F16);
+    half.force_upcast = false;
+    let half = half.upcast_for_half();
+    assert_eq!(half.dtype(), DType::F16);
+    let half_err = rel_l2(
+        &values(half.decode(latent.cast(FloatDType::F16)).unwrap()),
+        &want,
+    );
+    eprintln!("VAE decode of an f16 latent: upcast {upcast_err:.2e}, f16 {half_err:.2e}");
+    assert!(
+        upcast_err < 1e-3 && upcast_err < half_err / 2.0,
+        "{upcast_err:.3e} vs {half_err:.3e}"
+    );
+}

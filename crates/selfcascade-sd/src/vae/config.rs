@@ -86,7 +86,7 @@ pub struct AutoencoderKLConfig {
     /// Must be null (per-channel latent statistics are not implemented).
     #[serde(default)]
     pub latents_std: Option<Value>,
-    /// Whether diffusers runs this VAE in float32 (harmless here: computation is float32).
+    /// Whether the VAE runs in float32 when the model is half (diffusers' rule; SDXL's VAE overflows f16).
     #[serde(default = "d_true")]
     pub force_upcast: bool,
     /// Whether `quant_conv` exists.

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::load::{open_component, Vb};
 use crate::nn::Conv2d;
 use burn::module::Module;
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, DType, FloatDType, Tensor};
 use std::path::Path;
 
 /// diffusers' `AutoencoderKL`.
@@ -45,6 +45,9 @@ pub struct AutoencoderKL<B: Backend> {
     pub latent_channels: usize,
     /// Image channels expected by the encoder.
     pub in_channels: usize,
+    /// `force_upcast` of the config: diffusers runs this VAE in float32 when the pipeline is half
+    /// (SDXL's VAE overflows f16); see [`AutoencoderKL::upcast_for_half`].
+    pub force_upcast: bool,
 }
 
 impl<B: Backend> AutoencoderKL<B> {
@@ -70,6 +73,7 @@ impl<B: Backend> AutoencoderKL<B> {
             downsample_factor: cfg.downsample_factor(),
             latent_channels: l,
             in_channels: cfg.in_channels,
+            force_upcast: cfg.force_upcast,
         })
     }
 
@@ -80,7 +84,23 @@ impl<B: Backend> AutoencoderKL<B> {
         let weights = open_component(dir, variant)?;
         let model = Self::new(&weights.root::<B>(device), &cfg)?;
         weights.finish()?;
-        Ok(model)
+        Ok(model.upcast_for_half())
+    }
+
+    /// With half weights (f16/bf16) and `force_upcast` set, the weights cast to float32, as diffusers
+    /// upcasts such a VAE; otherwise unchanged. [`Self::load`] applies it. Encoding and decoding cast
+    /// their input to the weights' dtype and their result back to the input's.
+    pub fn upcast_for_half(self) -> Self {
+        if self.force_upcast && crate::nn::kernels::is_half(self.dtype()) {
+            crate::nn::cast_params(self, FloatDType::F32)
+        } else {
+            self
+        }
+    }
+
+    /// The weights' dtype.
+    pub fn dtype(&self) -> DType {
+        self.decoder.conv_in.weight.val().dtype()
     }
 
     /// The latent scaling factor (`z_unet = z_vae · scaling_factor`).
@@ -157,11 +177,13 @@ impl<B: Backend> AutoencoderKL<B> {
 
     /// Image → moments (`encoder` then `quant_conv`), `[B, 2·latent, h, w]`.
     fn moments(&self, image: Tensor<B, 4>) -> Tensor<B, 4> {
-        let m = self.encoder.forward(image);
+        let dtype = image.dtype();
+        let m = self.encoder.forward(image.cast(self.dtype()));
         match &self.quant_conv {
             Some(q) => q.forward(m),
             None => m,
         }
+        .cast(dtype)
     }
 
     /// Splits moments into the mean and the log-variance clamped to [-30, 20]
@@ -189,11 +211,13 @@ impl<B: Backend> AutoencoderKL<B> {
     }
 
     fn decode_unchecked(&self, latent: Tensor<B, 4>) -> Tensor<B, 4> {
+        let dtype = latent.dtype();
+        let latent = latent.cast(self.dtype());
         let z = match &self.post_quant_conv {
             Some(p) => p.forward(latent),
             None => latent,
         };
-        self.decoder.forward(z)
+        self.decoder.forward(z).cast(dtype)
     }
 
     /// Tiled encoding, always tiled (diffusers' `_tiled_encode`), then split as [`Self::encode`].
