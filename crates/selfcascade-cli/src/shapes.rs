@@ -233,6 +233,10 @@ pub struct EvalArgs {
     /// Reference renders per size for FID_r/KID_r.
     #[arg(long, default_value_t = 256)]
     reference_samples: usize,
+    /// Whitened principal components of the classifier's 64 features used for FID/KID (0: all,
+    /// unwhitened), fitted on the reference renders.
+    #[arg(long, default_value_t = 8)]
+    fid_components: usize,
     /// cpu or cuda.
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     device: DeviceArg,
@@ -366,6 +370,7 @@ impl BackendJob for EvalJob {
             let net = ClassifierFeatures::<B>::embedded(&device).map_err(|e| e.to_string())?;
             let options = QualityOptions {
                 reference_samples: self.args.reference_samples,
+                components: self.args.fid_components,
                 ..Default::default()
             };
             add_fid_kid(&mut report, &pictures, &net, &options).map_err(|e| e.to_string())?;

@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use selfcascade_core::{FeatureUpsampler, Progress};
 use selfcascade_eval::features::{image_features, FeatureNet, FeatureOptions};
-use selfcascade_eval::metrics::{fid, kid, Features, KidOptions};
+use selfcascade_eval::metrics::{fid, kid, Features, KidOptions, Whitening};
 use selfcascade_eval::resize::Preprocess;
 use selfcascade_sd::pipeline::{FeatureInjection, Method};
 use selfcascade_shapes::{
@@ -426,6 +426,10 @@ pub struct QualityOptions {
     pub bootstrap: usize,
     /// KID subsets.
     pub kid_subsets: usize,
+    /// Whitened principal components the features are reduced to before FID/KID (0: the raw
+    /// features), fitted on the reference renders: a covariance of 64 dimensions cannot be estimated
+    /// from a row's 16–64 samples.
+    pub components: usize,
 }
 
 impl Default for QualityOptions {
@@ -434,6 +438,7 @@ impl Default for QualityOptions {
             reference_samples: 256,
             bootstrap: 20,
             kid_subsets: 100,
+            components: 8,
         }
     }
 }
@@ -456,11 +461,47 @@ pub fn add_fid_kid(
         };
         image_features(net, images, &opts, &mut |_, _| {}).map_err(eval_error)
     };
+    // Reference renders of the evaluated label draws at every row's size; the whitening is fitted
+    // on all of them together, so every row is measured in the same coordinates.
+    let mut references: Vec<(usize, Features)> = Vec::new();
+    for row in &report.rows {
+        if !references.iter().any(|(s, _)| *s == row.width) {
+            let renders = (0..options.reference_samples.max(2))
+                .map(|i| {
+                    let scene = Scene::sample(derive_seed(report.seed, LABELS, i as u64));
+                    Ok(render(&scene, row.width as u32, row.width as u32)?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            references.push((row.width, features(&renders)?));
+        }
+    }
+    let whitening = match options.components {
+        0 => None,
+        k => {
+            let dim = references.first().map_or(0, |(_, f)| f.dim);
+            let all: Vec<f32> = references
+                .iter()
+                .flat_map(|(_, f)| f.data.iter().copied())
+                .collect();
+            let n = all.len() / dim.max(1);
+            let all = Features::new(all, n, dim).map_err(eval_error)?;
+            Some(Whitening::fit(&all, k.min(dim)).map_err(eval_error)?)
+        }
+    };
+    let project = |f: Features| -> Result<Features> {
+        match &whitening {
+            Some(w) => w.apply(&f).map_err(eval_error),
+            None => Ok(f),
+        }
+    };
+    let references = references
+        .into_iter()
+        .map(|(side, f)| Ok((side, project(f)?)))
+        .collect::<Result<Vec<_>>>()?;
     let base = match pictures.iter().find(|p| p.method == "base") {
-        Some(p) => Some(features(&p.images)?),
+        Some(p) => Some(project(features(&p.images)?)?),
         None => None,
     };
-    let mut references: Vec<(usize, Features)> = Vec::new();
     let kid_options = |seed| KidOptions {
         subsets: options.kid_subsets,
         seed,
@@ -468,21 +509,12 @@ pub fn add_fid_kid(
     };
     for (row, picture) in report.rows.iter_mut().zip(pictures) {
         let side = row.width;
-        if !references.iter().any(|(s, _)| *s == side) {
-            let renders = (0..options.reference_samples.max(2))
-                .map(|i| {
-                    let scene = Scene::sample(derive_seed(report.seed, LABELS, i as u64));
-                    Ok(render(&scene, side as u32, side as u32)?)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            references.push((side, features(&renders)?));
-        }
         let reference = references
             .iter()
             .find(|(s, _)| *s == side)
             .map(|(_, f)| f)
             .ok_or_else(|| Error::Config("reference features missing".into()))?;
-        let fake = features(&picture.images)?;
+        let fake = project(features(&picture.images)?)?;
         let q = &mut row.quality;
         let (fid, spread) = fid_with_spread(reference, &fake, options.bootstrap, report.seed)?;
         let k = kid(reference, &fake, kid_options(report.seed)).map_err(eval_error)?;

@@ -51,6 +51,7 @@ fn self_cascade_beats_direct_sampling_at_16x_pixels_by_30_points() {
         reference_samples: 64,
         bootstrap: 0,
         kid_subsets: 20,
+        components: 8,
     };
     add_fid_kid(&mut report, &pictures, &net, &quality).unwrap();
     let q = |m: &str| {
