@@ -208,17 +208,11 @@ fn stage_latents(model: &Path, dtype: &str) -> Vec<Vec<f32>> {
         "--quiet",
     ]);
     assert!(ok, "--dtype {dtype}: {err}");
-    let bytes = std::fs::read(&latents).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    (0..st.len())
-        .map(|i| {
-            let t = st.tensor(&format!("stage{i}")).unwrap();
-            assert_eq!(t.dtype(), safetensors::Dtype::F32);
-            t.data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                .collect()
-        })
+    let stages = safetensors::SafeTensors::deserialize(&std::fs::read(&latents).unwrap())
+        .unwrap()
+        .len();
+    (0..stages)
+        .map(|i| read(&latents, &format!("stage{i}")))
         .collect()
 }
 

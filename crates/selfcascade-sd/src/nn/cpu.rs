@@ -44,6 +44,16 @@ fn flex_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<FlexTensor> 
 }
 
 /// The float32 values of `t` in row-major order (see [`flex_f32`]).
+/// A float32 tensor of `data` on `device`, whatever the device's default float type (a half default
+/// would convert the kernel's output).
+fn f32_tensor<B: Backend, const D: usize>(
+    data: Vec<f32>,
+    dims: [usize; D],
+    device: &B::Device,
+) -> Tensor<B, D> {
+    Tensor::from_data(TensorData::new(data, dims), (device, DType::F32))
+}
+
 fn host_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<HostF32> {
     let flex = flex_f32(t)?;
     let flex = if flex.as_slice::<f32>().is_some() {
@@ -188,7 +198,7 @@ pub fn linear<B: Backend, const D: usize>(
         true,
     );
     dims[D - 1] = out;
-    Some(Tensor::from_data(TensorData::new(o, dims), &x.device()))
+    Some(f32_tensor(o, dims, &x.device()))
 }
 
 /// Queries handled together: each block is one task for the thread pool.
@@ -236,10 +246,7 @@ pub fn attention<B: Backend>(
                     );
                 });
         });
-    Some(Tensor::from_data(
-        TensorData::new(out, [b, h, n, dv]),
-        &q.device(),
-    ))
+    Some(f32_tensor(out, [b, h, n, dv], &q.device()))
 }
 
 /// Group normalisation of `x` `[B, C, …]` over `groups` channel groups, the per-channel affine map, then
@@ -279,7 +286,7 @@ pub fn group_norm<B: Backend, const D: usize>(
                 affine_act(oc, xc, mean as f32, a, bd[ch0 + j], silu);
             }
         });
-    Some(Tensor::from_data(TensorData::new(out, dims), &x.device()))
+    Some(f32_tensor(out, dims, &x.device()))
 }
 
 /// GEGLU's activation on `y` `[…, 2·I]` (the projection's output): `a · gelu(g)` for the halves
@@ -303,7 +310,7 @@ pub fn geglu<B: Backend, const D: usize>(y: &Tensor<B, D>) -> Option<Tensor<B, D
                 gated_gelu(o, a, g);
             }
         });
-    Some(Tensor::from_data(TensorData::new(out, dims), &y.device()))
+    Some(f32_tensor(out, dims, &y.device()))
 }
 
 /// Whether the CPU runs the `*_avx2` builds of the element-wise loops (AVX2 + FMA).

@@ -2,8 +2,8 @@
 //! models use (no layout conversions): `out[b] = W · cols + bias`, with `W` the weight as an
 //! `[out, in·kh·kw]` matrix and `cols` the `[in·kh·kw, pixels]` patches of the tile.
 
-use super::{host_f32, matmul, winograd, with_scratch, Strides};
-use burn::tensor::{backend::Backend, Tensor, TensorData};
+use super::{f32_tensor, host_f32, matmul, winograd, with_scratch, Strides};
+use burn::tensor::{backend::Backend, Tensor};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -106,10 +106,7 @@ fn conv2d_tiled<B: Backend>(
     if winograd && tiles >= winograd_min_tiles && c >= winograd_min_channels {
         let shape = [b, c, h, w];
         winograd::conv3x3(&xd, &wd, bd.as_deref(), shape, o, padding, &mut out, budget);
-        return Some(Tensor::from_data(
-            TensorData::new(out, [b, o, g.ho, g.wo]),
-            &x.device(),
-        ));
+        return Some(f32_tensor(out, [b, o, g.ho, g.wo], &x.device()));
     }
     if let Some(bd) = &bd {
         out.par_chunks_mut(plane)
@@ -155,10 +152,7 @@ fn conv2d_tiled<B: Backend>(
             }
         }
     });
-    Some(Tensor::from_data(
-        TensorData::new(out, [b, o, g.ho, g.wo]),
-        &x.device(),
-    ))
+    Some(f32_tensor(out, [b, o, g.ho, g.wo], &x.device()))
 }
 
 /// Fills `cols` (`[C·kh·kw, rows·wo]`) with the patches of output rows `oy0..oy0 + rows` of one image
