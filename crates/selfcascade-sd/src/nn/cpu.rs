@@ -43,7 +43,6 @@ fn flex_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<FlexTensor> 
     )
 }
 
-/// The float32 values of `t` in row-major order (see [`flex_f32`]).
 /// A float32 tensor of `data` on `device`, whatever the device's default float type (a half default
 /// would convert the kernel's output).
 fn f32_tensor<B: Backend, const D: usize>(
@@ -54,6 +53,7 @@ fn f32_tensor<B: Backend, const D: usize>(
     Tensor::from_data(TensorData::new(data, dims), (device, DType::F32))
 }
 
+/// The float32 values of `t` in row-major order (see [`flex_f32`]).
 fn host_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<HostF32> {
     let flex = flex_f32(t)?;
     let flex = if flex.as_slice::<f32>().is_some() {

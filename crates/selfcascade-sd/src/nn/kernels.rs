@@ -22,7 +22,7 @@ pub fn is_half(dtype: DType) -> bool {
 }
 
 /// `x` as float32.
-fn f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+fn to_f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     x.cast(DType::F32)
 }
 
@@ -77,7 +77,7 @@ pub fn group_norm<B: Backend, const D: usize>(
 ) -> Tensor<B, D> {
     let dtype = x.dtype();
     if is_half(dtype) {
-        return group_norm(f32(x), f32(gamma), f32(beta), groups, eps, silu).cast(dtype);
+        return group_norm(to_f32(x), to_f32(gamma), to_f32(beta), groups, eps, silu).cast(dtype);
     }
     #[cfg(feature = "flex")]
     if let Some(y) = super::cpu::group_norm(&x, &gamma, &beta, groups, eps, silu) {
@@ -118,7 +118,7 @@ pub fn layer_norm<B: Backend, const D: usize>(
 ) -> Tensor<B, D> {
     let dtype = x.dtype();
     if is_half(dtype) {
-        return layer_norm(f32(x), f32(gamma), f32(beta), eps).cast(dtype);
+        return layer_norm(to_f32(x), to_f32(gamma), to_f32(beta), eps).cast(dtype);
     }
     let mean = x.clone().mean_dim(D - 1);
     let centered = x.sub(mean);
@@ -145,7 +145,7 @@ pub fn attention<B: Backend>(
 ) -> Tensor<B, 4> {
     let dtype = q.dtype();
     if is_half(dtype) {
-        return attention(f32(q), f32(k), f32(v), scale, causal).cast(dtype);
+        return attention(to_f32(q), to_f32(k), to_f32(v), scale, causal).cast(dtype);
     }
     #[cfg(feature = "flex")]
     if let Some(out) = super::cpu::attention(&q, &k, &v, scale, causal) {
