@@ -150,7 +150,8 @@ pub struct BasicTransformerBlock<B: Backend> {
     pub attn1: Attention<B>,
     /// `norm2`.
     pub norm2: LayerNorm<B>,
-    /// `attn2` (cross-attention to the text).
+    /// `attn2`: cross-attention to the text, or a second self-attention (`double_self_attention`, the
+    /// video UNet's temporal blocks).
     pub attn2: Attention<B>,
     /// `norm3`.
     pub norm3: LayerNorm<B>,
@@ -159,14 +160,16 @@ pub struct BasicTransformerBlock<B: Backend> {
 }
 
 impl<B: Backend> BasicTransformerBlock<B> {
-    /// Loads the block at `vb`.
+    /// Loads the block at `vb`; `attn2` attends to a context of width `context_dim`, or to the block's
+    /// own tokens when `None`.
     pub fn new(
         vb: &Vb<B>,
         dim: usize,
         heads: usize,
         head_dim: usize,
-        context_dim: usize,
+        context_dim: Option<usize>,
     ) -> Result<Self> {
+        let context_dim = context_dim.unwrap_or(dim);
         Ok(Self {
             norm1: LayerNorm::new(&vb.pp("norm1"), dim, 1e-5)?,
             attn1: Attention::new(&vb.pp("attn1"), dim, dim, heads, head_dim)?,
@@ -177,12 +180,12 @@ impl<B: Backend> BasicTransformerBlock<B> {
         })
     }
 
-    /// The block on tokens `x` `[B, N, dim]` with text `context` `[B, M, D]`; `self_scale` multiplies
-    /// the self-attention logit scale.
+    /// The block on tokens `x` `[B, N, dim]` with text `context` `[B, M, D]` (`None`: `attn2` is a
+    /// second self-attention); `self_scale` multiplies the self-attention logit scale.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
-        context: &Tensor<B, 3>,
+        context: Option<&Tensor<B, 3>>,
         self_scale: f64,
     ) -> Tensor<B, 3> {
         let x = self
@@ -191,7 +194,7 @@ impl<B: Backend> BasicTransformerBlock<B> {
             .add(x);
         let x = self
             .attn2
-            .forward(self.norm2.forward(x.clone()), Some(context), 1.0)
+            .forward(self.norm2.forward(x.clone()), context, 1.0)
             .add(x);
         self.ff.forward(self.norm3.forward(x.clone())).add(x)
     }
@@ -262,7 +265,13 @@ impl<B: Backend> Transformer2DModel<B> {
             proj_in,
             transformer_blocks: (0..layers)
                 .map(|i| {
-                    BasicTransformerBlock::new(&blocks.pp(i), inner, heads, head_dim, context_dim)
+                    BasicTransformerBlock::new(
+                        &blocks.pp(i),
+                        inner,
+                        heads,
+                        head_dim,
+                        Some(context_dim),
+                    )
                 })
                 .collect::<Result<_>>()?,
             proj_out,
@@ -286,7 +295,7 @@ impl<B: Backend> Transformer2DModel<B> {
             .swap_dims(1, 2);
         let mut t = self.proj_in.forward(tokens);
         for block in &self.transformer_blocks {
-            t = block.forward(t, context, self_scale);
+            t = block.forward(t, Some(context), self_scale);
         }
         let out = self
             .proj_out

@@ -1,9 +1,14 @@
 //! The UNet's down, mid and up blocks (`CrossAttnDownBlock2D`/`DownBlock2D`,
-//! `UNetMidBlock2DCrossAttn`, `CrossAttnUpBlock2D`/`UpBlock2D`).
+//! `UNetMidBlock2DCrossAttn`, `CrossAttnUpBlock2D`/`UpBlock2D`), and the video UNet's blocks
+//! (`CrossAttnDownBlock3D`/`DownBlock3D`, `UNetMidBlock3DCrossAttn`, `CrossAttnUpBlock3D`/`UpBlock3D`),
+//! which are the same blocks with a [`TemporalConvLayer`] after every ResNet and a
+//! [`TransformerTemporalModel`] after every spatial transformer. Frames are folded into the batch
+//! (`[B·T, C, H, W]`); `frames` is T (1 for images, where the temporal lists are empty).
 
 use super::attention::Transformer2DModel;
 use super::hooks::UNetHooks;
 use super::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
+use super::temporal::{TemporalConvLayer, TransformerTemporalModel};
 use crate::error::{Error, Result};
 use crate::load::Vb;
 use burn::module::Module;
@@ -19,6 +24,8 @@ pub(crate) struct BlockSpec {
     pub transformer_layers: usize,
     pub context_dim: usize,
     pub linear_projection: bool,
+    /// The video UNet's temporal layers.
+    pub temporal: bool,
 }
 
 impl BlockSpec {
@@ -37,6 +44,70 @@ impl BlockSpec {
             self.linear_projection,
         )
     }
+
+    /// `temp_convs.i` after ResNet i, when the block is temporal.
+    fn temp_conv<B: Backend>(
+        &self,
+        vb: &Vb<B>,
+        i: usize,
+        channels: usize,
+        into: &mut Vec<TemporalConvLayer<B>>,
+    ) -> Result<()> {
+        if self.temporal {
+            into.push(TemporalConvLayer::new(
+                &vb.pp("temp_convs").pp(i),
+                channels,
+                self.groups,
+            )?);
+        }
+        Ok(())
+    }
+
+    /// `temp_attentions.i` after transformer i, when the block is temporal (heads as the spatial one).
+    fn temp_attention<B: Backend>(
+        &self,
+        vb: &Vb<B>,
+        i: usize,
+        channels: usize,
+        into: &mut Vec<TransformerTemporalModel<B>>,
+    ) -> Result<()> {
+        if self.temporal {
+            into.push(TransformerTemporalModel::new(
+                &vb.pp("temp_attentions").pp(i),
+                channels,
+                self.heads,
+                channels / self.heads.max(1),
+                self.groups,
+            )?);
+        }
+        Ok(())
+    }
+}
+
+/// The layers that follow ResNet `i` in every block: its temporal convolution, then transformer `i`
+/// and its temporal transformer, each where the block has one.
+#[allow(clippy::too_many_arguments)]
+fn after_resnet<B: Backend>(
+    i: usize,
+    h: Tensor<B, 4>,
+    temp_convs: &[TemporalConvLayer<B>],
+    attentions: &[Transformer2DModel<B>],
+    temp_attentions: &[TransformerTemporalModel<B>],
+    context: &Tensor<B, 3>,
+    frames: usize,
+    hooks: &UNetHooks<'_, B>,
+) -> Result<Tensor<B, 4>> {
+    let mut h = h;
+    if let Some(conv) = temp_convs.get(i) {
+        h = conv.forward(h, frames)?;
+    }
+    if let Some(attn) = attentions.get(i) {
+        h = attn.forward(h, context, hooks)?;
+    }
+    if let Some(attn) = temp_attentions.get(i) {
+        h = attn.forward(h, frames)?;
+    }
+    Ok(h)
 }
 
 /// A down block: ResNets, each followed by a transformer when it has cross-attention
@@ -47,6 +118,10 @@ pub struct DownBlock2D<B: Backend> {
     pub resnets: Vec<ResnetBlock2D<B>>,
     /// `attentions` (empty for `DownBlock2D`).
     pub attentions: Vec<Transformer2DModel<B>>,
+    /// `temp_convs` (video UNet only).
+    pub temp_convs: Vec<TemporalConvLayer<B>>,
+    /// `temp_attentions` (video UNet with cross-attention only).
+    pub temp_attentions: Vec<TransformerTemporalModel<B>>,
     /// `downsamplers` (empty for the last block).
     pub downsamplers: Vec<Downsample2D<B>>,
 }
@@ -63,7 +138,7 @@ impl<B: Backend> DownBlock2D<B> {
         spec: &BlockSpec,
     ) -> Result<Self> {
         let mut resnets = Vec::with_capacity(layers);
-        let mut attentions = Vec::new();
+        let (mut attentions, mut temp_convs, mut temp_attentions) = (vec![], vec![], vec![]);
         for i in 0..layers {
             let cin = if i == 0 { in_channels } else { out_channels };
             resnets.push(ResnetBlock2D::new(
@@ -75,8 +150,10 @@ impl<B: Backend> DownBlock2D<B> {
                 spec.eps,
                 1.0,
             )?);
+            spec.temp_conv(vb, i, out_channels, &mut temp_convs)?;
             if cross_attention {
                 attentions.push(spec.transformer(&vb.pp("attentions").pp(i), out_channels)?);
+                spec.temp_attention(vb, i, out_channels, &mut temp_attentions)?;
             }
         }
         let downsamplers = if downsample {
@@ -91,26 +168,36 @@ impl<B: Backend> DownBlock2D<B> {
         Ok(Self {
             resnets,
             attentions,
+            temp_convs,
+            temp_attentions,
             downsamplers,
         })
     }
 
-    /// The block on `x`; returns the output and the states kept for the skip connections (one per
-    /// ResNet, plus the downsampled output).
+    /// The block on `x` (`frames` frames per video); returns the output and the states kept for the
+    /// skip connections (one per ResNet, plus the downsampled output).
     pub fn forward(
         &self,
         x: Tensor<B, 4>,
         temb_act: &Tensor<B, 2>,
         context: &Tensor<B, 3>,
+        frames: usize,
         hooks: &UNetHooks<'_, B>,
     ) -> Result<(Tensor<B, 4>, Vec<Tensor<B, 4>>)> {
         let mut h = x;
         let mut states = Vec::with_capacity(self.resnets.len() + 1);
         for (i, resnet) in self.resnets.iter().enumerate() {
             h = resnet.forward(h, temb_act, hooks)?;
-            if let Some(attn) = self.attentions.get(i) {
-                h = attn.forward(h, context, hooks)?;
-            }
+            h = after_resnet(
+                i,
+                h,
+                &self.temp_convs,
+                &self.attentions,
+                &self.temp_attentions,
+                context,
+                frames,
+                hooks,
+            )?;
             states.push(h.clone());
         }
         for down in &self.downsamplers {
@@ -128,6 +215,10 @@ pub struct UNetMidBlock2DCrossAttn<B: Backend> {
     pub resnets: Vec<ResnetBlock2D<B>>,
     /// `attentions`.
     pub attentions: Vec<Transformer2DModel<B>>,
+    /// `temp_convs` (video UNet only).
+    pub temp_convs: Vec<TemporalConvLayer<B>>,
+    /// `temp_attentions` (video UNet only).
+    pub temp_attentions: Vec<TransformerTemporalModel<B>>,
 }
 
 impl<B: Backend> UNetMidBlock2DCrossAttn<B> {
@@ -148,9 +239,15 @@ impl<B: Backend> UNetMidBlock2DCrossAttn<B> {
                 output_scale_factor,
             )
         };
+        let (mut temp_convs, mut temp_attentions) = (vec![], vec![]);
+        spec.temp_conv(vb, 0, channels, &mut temp_convs)?;
+        spec.temp_conv(vb, 1, channels, &mut temp_convs)?;
+        spec.temp_attention(vb, 0, channels, &mut temp_attentions)?;
         Ok(Self {
             resnets: vec![resnet(0)?, resnet(1)?],
             attentions: vec![spec.transformer(&vb.pp("attentions").pp(0), channels)?],
+            temp_convs,
+            temp_attentions,
         })
     }
 
@@ -162,22 +259,29 @@ impl<B: Backend> UNetMidBlock2DCrossAttn<B> {
             .unwrap_or_default()
     }
 
-    /// The block on `x`.
+    /// The block on `x` (`frames` frames per video): each ResNet followed by its temporal convolution,
+    /// transformer and temporal transformer where present (diffusers' order).
     pub fn forward(
         &self,
         x: Tensor<B, 4>,
         temb_act: &Tensor<B, 2>,
         context: &Tensor<B, 3>,
+        frames: usize,
         hooks: &UNetHooks<'_, B>,
     ) -> Result<Tensor<B, 4>> {
-        let mut resnets = self.resnets.iter();
-        let mut h = match resnets.next() {
-            Some(r) => r.forward(x, temb_act, hooks)?,
-            None => x,
-        };
-        for (attn, resnet) in self.attentions.iter().zip(resnets) {
-            h = attn.forward(h, context, hooks)?;
+        let mut h = x;
+        for (i, resnet) in self.resnets.iter().enumerate() {
             h = resnet.forward(h, temb_act, hooks)?;
+            h = after_resnet(
+                i,
+                h,
+                &self.temp_convs,
+                &self.attentions,
+                &self.temp_attentions,
+                context,
+                frames,
+                hooks,
+            )?;
         }
         Ok(h)
     }
@@ -192,6 +296,10 @@ pub struct UpBlock2D<B: Backend> {
     pub resnets: Vec<ResnetBlock2D<B>>,
     /// `attentions` (empty for `UpBlock2D`).
     pub attentions: Vec<Transformer2DModel<B>>,
+    /// `temp_convs` (video UNet only).
+    pub temp_convs: Vec<TemporalConvLayer<B>>,
+    /// `temp_attentions` (video UNet with cross-attention only).
+    pub temp_attentions: Vec<TransformerTemporalModel<B>>,
     /// `upsamplers` (empty for the last block).
     pub upsamplers: Vec<Upsample2D<B>>,
 }
@@ -209,7 +317,7 @@ impl<B: Backend> UpBlock2D<B> {
         spec: &BlockSpec,
     ) -> Result<Self> {
         let mut resnets = Vec::with_capacity(layers);
-        let mut attentions = Vec::new();
+        let (mut attentions, mut temp_convs, mut temp_attentions) = (vec![], vec![], vec![]);
         for i in 0..layers {
             let skip = if i + 1 == layers {
                 in_channels
@@ -230,8 +338,10 @@ impl<B: Backend> UpBlock2D<B> {
                 spec.eps,
                 1.0,
             )?);
+            spec.temp_conv(vb, i, out_channels, &mut temp_convs)?;
             if cross_attention {
                 attentions.push(spec.transformer(&vb.pp("attentions").pp(i), out_channels)?);
+                spec.temp_attention(vb, i, out_channels, &mut temp_attentions)?;
             }
         }
         let upsamplers = if upsample {
@@ -242,12 +352,15 @@ impl<B: Backend> UpBlock2D<B> {
         Ok(Self {
             resnets,
             attentions,
+            temp_convs,
+            temp_attentions,
             upsamplers,
         })
     }
 
-    /// The block on `x`, consuming one skip state per ResNet from the end of `skips`; the upsampler
-    /// resizes to `upsample_size` when given, else ×2.
+    #[allow(clippy::too_many_arguments)]
+    /// The block on `x` (`frames` frames per video), consuming one skip state per ResNet from the end
+    /// of `skips`; the upsampler resizes to `upsample_size` when given, else ×2.
     pub fn forward(
         &self,
         x: Tensor<B, 4>,
@@ -255,6 +368,7 @@ impl<B: Backend> UpBlock2D<B> {
         temb_act: &Tensor<B, 2>,
         context: &Tensor<B, 3>,
         upsample_size: Option<(usize, usize)>,
+        frames: usize,
         hooks: &UNetHooks<'_, B>,
     ) -> Result<Tensor<B, 4>> {
         let mut h = x;
@@ -263,13 +377,52 @@ impl<B: Backend> UpBlock2D<B> {
                 .pop()
                 .ok_or_else(|| Error::Model("UNet up block ran out of skip connections".into()))?;
             h = resnet.forward(Tensor::cat(vec![h, skip], 1), temb_act, hooks)?;
-            if let Some(attn) = self.attentions.get(i) {
-                h = attn.forward(h, context, hooks)?;
-            }
+            h = after_resnet(
+                i,
+                h,
+                &self.temp_convs,
+                &self.attentions,
+                &self.temp_attentions,
+                context,
+                frames,
+                hooks,
+            )?;
         }
         for up in &self.upsamplers {
             h = up.forward(h, upsample_size, hooks)?;
         }
         Ok(h)
     }
+}
+
+/// The up path shared by the image and video UNets: each up block takes its skip states from the end
+/// of `skips`. When the input size is not a multiple of 2^(number of upsamplers), each upsampler
+/// resizes to the size of the next skip state (diffusers' `forward_upsample_size`).
+pub(crate) fn up_path<B: Backend>(
+    blocks: &[UpBlock2D<B>],
+    x: Tensor<B, 4>,
+    mut skips: Vec<Tensor<B, 4>>,
+    temb_act: &Tensor<B, 2>,
+    context: &Tensor<B, 3>,
+    frames: usize,
+    hooks: &UNetHooks<'_, B>,
+) -> Result<Tensor<B, 4>> {
+    let [_, _, h, w] = skips.first().map(|s| s.dims()).unwrap_or(x.dims());
+    let upsamplers = blocks.iter().filter(|b| !b.upsamplers.is_empty()).count();
+    let factor = 1usize << upsamplers.min(usize::BITS as usize - 1);
+    let forward_size = h % factor != 0 || w % factor != 0;
+    let mut x = x;
+    for block in blocks {
+        let keep = skips.len().saturating_sub(block.resnets.len());
+        let mut mine = skips.split_off(keep);
+        let size = match skips.last() {
+            Some(s) if forward_size && !block.upsamplers.is_empty() => {
+                let [_, _, sh, sw] = s.dims();
+                Some((sh, sw))
+            }
+            _ => None,
+        };
+        x = block.forward(x, &mut mine, temb_act, context, size, frames, hooks)?;
+    }
+    Ok(x)
 }

@@ -16,7 +16,7 @@ pub enum PerBlock {
 }
 
 impl PerBlock {
-    fn resolve(&self, field: &str, n: usize) -> std::result::Result<Vec<usize>, String> {
+    pub(crate) fn resolve(&self, field: &str, n: usize) -> std::result::Result<Vec<usize>, String> {
         match self {
             PerBlock::One(v) => Ok(vec![*v; n]),
             PerBlock::Each(v) if v.len() == n => Ok(v.clone()),

@@ -1,6 +1,6 @@
 //! Timestep embeddings: diffusers' `get_timestep_embedding` and `TimestepEmbedding`.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::load::Vb;
 use crate::nn::{kernels, Linear};
 use burn::module::Module;
@@ -47,6 +47,34 @@ pub fn timestep_embedding<B: Backend>(
         parts.push(Tensor::zeros([n, 1], (&device, DType::F32)));
     }
     Tensor::cat(parts, 1)
+}
+
+/// `timesteps` as a float32 tensor `[batch]`: one value for every row, or one per row. Errors on an
+/// empty batch, a count that is neither, or a non-finite timestep.
+pub(crate) fn timestep_tensor<B: Backend>(
+    batch: usize,
+    timesteps: &[f64],
+    device: &B::Device,
+) -> Result<Tensor<B, 1>> {
+    if batch == 0 {
+        return Err(Error::Input("empty batch".into()));
+    }
+    let t: Vec<f32> = match timesteps.len() {
+        1 => vec![timesteps[0] as f32; batch],
+        l if l == batch => timesteps.iter().map(|t| *t as f32).collect(),
+        l => {
+            return Err(Error::Input(format!(
+                "{l} timesteps for a batch of {batch}: give one timestep, or one per row"
+            )))
+        }
+    };
+    if let Some(bad) = timesteps.iter().find(|t| !t.is_finite()) {
+        return Err(Error::Input(format!("timestep {bad} is not finite")));
+    }
+    Ok(Tensor::from_data(
+        TensorData::new(t, [batch]),
+        (device, DType::F32),
+    ))
 }
 
 /// diffusers' `TimestepEmbedding`: `linear_2(silu(linear_1(x)))`.

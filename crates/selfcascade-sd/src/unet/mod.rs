@@ -1,6 +1,8 @@
 //! Stable Diffusion's conditional UNet (diffusers' `UNet2DConditionModel`) for SD 1.x, SD 2.x and
 //! SDXL, numerically equal to diffusers, with the hooks the self-cascade method and its baselines need:
-//! Attn-SF attention scaling, ScaleCrafter re-dilation and the tuned variant's pivot feature injection.
+//! Attn-SF attention scaling, ScaleCrafter re-dilation and the tuned variant's pivot feature injection;
+//! and the video UNet of ModelScope text-to-video ([`UNet3DConditionModel`]), built from the same
+//! blocks plus temporal layers.
 //!
 //! ```no_run
 //! use burn::backend::Flex;
@@ -17,19 +19,25 @@
 mod attention;
 mod blocks;
 mod config;
+mod config3d;
 mod embeddings;
 mod hooks;
 mod model;
+mod model3d;
 mod resnet;
+mod temporal;
 
 pub use attention::{Attention, BasicTransformerBlock, FeedForward, GeGlu, Transformer2DModel};
 pub use blocks::{DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D};
 pub use config::{
     BlockKind, BoolPerBlock, PerBlock, UNet2DConditionConfig, UNetArch, HARMLESS_FIELDS,
 };
+pub use config3d::UNet3DConditionConfig;
 pub use embeddings::{timestep_embedding, TimestepEmbedding};
 pub use hooks::{
     redilated_conv, resize_bilinear, resize_nearest, PivotInjection, UNetHooks, MAX_DILATION,
 };
 pub use model::UNet2DConditionModel;
+pub use model3d::UNet3DConditionModel;
 pub use resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
+pub use temporal::{TemporalConv, TemporalConvLayer, TemporalConvStage, TransformerTemporalModel};

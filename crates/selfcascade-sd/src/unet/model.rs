@@ -1,14 +1,14 @@
 //! `UNet2DConditionModel`: construction from a diffusers folder and the forward pass.
 
-use super::blocks::{BlockSpec, DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D};
+use super::blocks::{up_path, BlockSpec, DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D};
 use super::config::{BlockKind, UNet2DConditionConfig, UNetArch};
-use super::embeddings::{timestep_embedding, TimestepEmbedding};
+use super::embeddings::{timestep_embedding, timestep_tensor, TimestepEmbedding};
 use super::hooks::UNetHooks;
 use crate::error::{Error, Result};
 use crate::load::{open_component, Vb};
 use crate::nn::{kernels, Conv2d, GroupNorm};
 use burn::module::Module;
-use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
+use burn::tensor::{backend::Backend, Tensor};
 use std::path::Path;
 
 /// Stable Diffusion's conditional UNet (diffusers' `UNet2DConditionModel`) for SD 1.x, SD 2.x and SDXL.
@@ -57,6 +57,7 @@ impl<B: Backend> UNet2DConditionModel<B> {
             transformer_layers: arch.transformer_layers[i],
             context_dim: arch.cross_attention_dim,
             linear_projection: config.use_linear_projection,
+            temporal: false,
         };
         let conv_in = Conv2d::new(
             &vb.pp("conv_in"),
@@ -184,22 +185,7 @@ impl<B: Backend> UNet2DConditionModel<B> {
         added: Option<(Tensor<B, 2>, Tensor<B, 2>)>,
         device: &B::Device,
     ) -> Result<Tensor<B, 2>> {
-        if batch == 0 {
-            return Err(Error::Input("empty batch".into()));
-        }
-        let t: Vec<f32> = match timesteps.len() {
-            1 => vec![timesteps[0] as f32; batch],
-            l if l == batch => timesteps.iter().map(|t| *t as f32).collect(),
-            l => {
-                return Err(Error::Input(format!(
-                    "{l} timesteps for a batch of {batch}: give one timestep, or one per row"
-                )))
-            }
-        };
-        if let Some(bad) = timesteps.iter().find(|t| !t.is_finite()) {
-            return Err(Error::Input(format!("timestep {bad} is not finite")));
-        }
-        let t = Tensor::<B, 1>::from_data(TensorData::new(t, [batch]), (device, DType::F32));
+        let t = timestep_tensor::<B>(batch, timesteps, device)?;
         let c0 = self.time_embedding.in_features();
         let emb = self.time_embedding.forward(timestep_embedding(
             t,
@@ -316,40 +302,25 @@ impl<B: Backend> UNet2DConditionModel<B> {
             Ok(x.add(delta))
         };
         for (i, block) in self.down_blocks.iter().enumerate() {
-            let (out, states) = block.forward(x, &temb_act, &context, hooks)?;
+            let (out, states) = block.forward(x, &temb_act, &context, 1, hooks)?;
             skips.extend(states);
             x = out;
             if let Some((p, up)) = pivot.take() {
-                let (p, _) = block.forward(p, &temb_act, &context, &plain)?;
+                let (p, _) = block.forward(p, &temb_act, &context, 1, &plain)?;
                 if i < DOWN_INJECTIONS {
                     x = inject(i, x, p.clone(), up)?;
                 }
                 pivot = Some((p, up));
             }
         }
-        x = self.mid_block.forward(x, &temb_act, &context, hooks)?;
+        x = self.mid_block.forward(x, &temb_act, &context, 1, hooks)?;
         if let Some((p, up)) = pivot.take() {
-            let p = self.mid_block.forward(p, &temb_act, &context, &plain)?;
+            let p = self.mid_block.forward(p, &temb_act, &context, 1, &plain)?;
             let n = self.down_blocks.len().min(DOWN_INJECTIONS);
             x = inject(n, x, p, up)?;
         }
 
-        let factor = 1usize << self.config.num_upsamplers().min(usize::BITS as usize - 1);
-        let forward_size = h % factor != 0 || w % factor != 0;
-        let last = self.up_blocks.len().saturating_sub(1);
-        for (i, block) in self.up_blocks.iter().enumerate() {
-            let keep = skips.len().saturating_sub(block.resnets.len());
-            let mut mine = skips.split_off(keep);
-            let size = if forward_size && i < last {
-                skips.last().map(|s| {
-                    let [_, _, sh, sw] = s.dims();
-                    (sh, sw)
-                })
-            } else {
-                None
-            };
-            x = block.forward(x, &mut mine, &temb_act, &context, size, hooks)?;
-        }
+        let x = up_path(&self.up_blocks, x, skips, &temb_act, &context, 1, hooks)?;
         let x = self.conv_norm_out.forward_silu(x);
         Ok(self.conv_out.forward(x))
     }
