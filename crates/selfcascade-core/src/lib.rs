@@ -50,6 +50,6 @@ pub use error::{Error, Result};
 pub use feature::FeatureUpsampler;
 pub use guidance::ClassifierFreeGuidance;
 pub use noise::{InjectedNoise, NoiseSource, PerRowNoise, SeededNoise};
-pub use pivot::{Interpolation, PivotUpsampler};
+pub use pivot::{upsample_spatial, Interpolation, PivotUpsampler};
 pub use plan::{ScalePlan, Size};
 pub use sampler::{CascadeOutput, Progress, SelfCascadeConfig, SelfCascadeSampler};

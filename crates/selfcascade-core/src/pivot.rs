@@ -60,3 +60,28 @@ impl<B: Backend> PivotUpsampler<B> for Interpolation {
         )
     }
 }
+
+/// φ applied to the last two (spatial) dimensions of a clean latent: `[B, C, h, w]` as is, or every
+/// frame of a video latent `[B, C, T, h, w]` (the frame count is unchanged), to `height × width`.
+pub fn upsample_spatial<B: Backend, const D: usize>(
+    up: &(impl PivotUpsampler<B> + ?Sized),
+    latent: Tensor<B, D>,
+    height: usize,
+    width: usize,
+) -> Tensor<B, D> {
+    let dims = latent.dims();
+    let (b, c, h, w) = (dims[0], dims[1], dims[D - 2], dims[D - 1]);
+    let t: usize = dims[2..D - 2].iter().product();
+    let mut out = dims;
+    out[D - 2] = height;
+    out[D - 1] = width;
+    // [B, C, T, h, w] → [B, T, C, h·w] → [B·T, C, h, w]: frames into the batch.
+    let frames = latent
+        .reshape([b, c, t, h * w])
+        .swap_dims(1, 2)
+        .reshape([b * t, c, h, w]);
+    up.upsample(frames, height, width)
+        .reshape([b, t, c, height * width])
+        .swap_dims(1, 2)
+        .reshape(out)
+}

@@ -4,11 +4,14 @@
 //! plan → stage 0: z_T ~ N(0, I), denoise T → 0 at the base size, giving the pivot z_0^0
 //!      → stage r ≥ 1: z_K^r = sqrt(ᾱ_K)·φ_r(z_0^{r−1}) + sqrt(1−ᾱ_K)·ε, denoise K → 0 at size d_r
 //! ```
+//!
+//! Latents are images `[B, C, h, w]` (`D = 4`) or videos `[B, C, T, h, w]` (`D = 5`, T =
+//! [`SelfCascadeConfig::frames`]); for video φ_r resizes every frame and T stays fixed across stages.
 
 use crate::denoiser::{Denoiser, StepContext};
 use crate::error::{Error, Result};
 use crate::noise::NoiseSource;
-use crate::pivot::PivotUpsampler;
+use crate::pivot::{upsample_spatial, PivotUpsampler};
 use crate::plan::{ScalePlan, Size};
 use crate::scheduler::Scheduler;
 use burn::tensor::{backend::Backend, ElementConversion, Tensor};
@@ -44,8 +47,10 @@ pub struct SelfCascadeConfig {
     pub latent_scale: usize,
     /// Latent channels (4 for SD).
     pub latent_channels: usize,
-    /// Images per run.
+    /// Images (or videos) per run.
     pub batch: usize,
+    /// Frames per video for 5-D latents `[B, C, T, h, w]` (ignored for images).
+    pub frames: usize,
     /// Keep every stage's clean latent in the output.
     pub keep_stages: bool,
     /// Stop with an error when latents become NaN or infinite (one host read per step).
@@ -60,6 +65,7 @@ impl Default for SelfCascadeConfig {
             latent_scale: 8,
             latent_channels: 4,
             batch: 1,
+            frames: 1,
             keep_stages: false,
             check_finite: true,
         }
@@ -68,39 +74,40 @@ impl Default for SelfCascadeConfig {
 
 /// What a run returns: the clean latent of the last stage, and optionally every stage's.
 #[derive(Debug, Clone)]
-pub struct CascadeOutput<B: Backend> {
-    /// z_0^R, the final clean latent `[batch, C, H/f, W/f]`.
-    pub latent: Tensor<B, 4>,
+pub struct CascadeOutput<B: Backend, const D: usize = 4> {
+    /// z_0^R, the final clean latent `[batch, C, H/f, W/f]` (`[batch, C, T, H/f, W/f]` for video).
+    pub latent: Tensor<B, D>,
     /// z_0^r for every stage r (empty unless `keep_stages`).
-    pub stages: Vec<Tensor<B, 4>>,
+    pub stages: Vec<Tensor<B, D>>,
 }
 
-/// The tuning-free self-cascade sampler (Algorithm 2), generic over backend, scheduler, pivot
-/// upsampler, denoiser and noise source. A one-stage plan is plain text-to-image sampling.
-pub struct SelfCascadeSampler<'a, B: Backend> {
+/// The tuning-free self-cascade sampler (Algorithm 2), generic over backend, latent rank (4: images,
+/// 5: videos), scheduler, pivot upsampler, denoiser and noise source. A one-stage plan is plain
+/// text-to-image (or text-to-video) sampling.
+pub struct SelfCascadeSampler<'a, B: Backend, const D: usize = 4> {
     /// The scheduler (its timesteps are set by the sampler).
-    pub scheduler: &'a mut dyn Scheduler<B, 4>,
+    pub scheduler: &'a mut dyn Scheduler<B, D>,
     /// φ_r.
     pub pivot_upsampler: &'a dyn PivotUpsampler<B>,
     /// Settings.
     pub config: SelfCascadeConfig,
 }
 
-impl<B: Backend> SelfCascadeSampler<'_, B> {
+impl<B: Backend, const D: usize> SelfCascadeSampler<'_, B, D> {
     /// Runs every stage of `plan`, reporting progress after each step; the callback returns
     /// `ControlFlow::Break(())` to cancel (the run then ends with [`Error::Cancelled`]).
-    pub fn sample<Dn: Denoiser<B, 4> + ?Sized>(
+    pub fn sample<Dn: Denoiser<B, D> + ?Sized>(
         &mut self,
         plan: &ScalePlan,
         denoiser: &Dn,
-        noise: &mut dyn NoiseSource<B, 4>,
+        noise: &mut dyn NoiseSource<B, D>,
         device: &B::Device,
         progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
-    ) -> Result<CascadeOutput<B>> {
+    ) -> Result<CascadeOutput<B, D>> {
         let cfg = self.config.clone();
-        if cfg.batch == 0 || cfg.latent_channels == 0 || cfg.latent_scale == 0 {
+        if cfg.batch == 0 || cfg.latent_channels == 0 || cfg.latent_scale == 0 || cfg.frames == 0 {
             return Err(Error::Sampler(
-                "batch, latent_channels and latent_scale must be positive".into(),
+                "batch, frames, latent_channels and latent_scale must be positive".into(),
             ));
         }
         if denoiser.prediction_type() != self.scheduler.prediction_type() {
@@ -120,7 +127,7 @@ impl<B: Backend> SelfCascadeSampler<'_, B> {
         };
         let total = n + (plan.len() - 1) * (n - start);
         let mut done = 0;
-        let mut pivot: Option<Tensor<B, 4>> = None;
+        let mut pivot: Option<Tensor<B, D>> = None;
         let mut stages = Vec::new();
 
         for (r, &size) in plan.stages().iter().enumerate() {
@@ -131,9 +138,12 @@ impl<B: Backend> SelfCascadeSampler<'_, B> {
                 None => eps.mul_scalar(self.scheduler.init_noise_sigma()),
                 // z_K^r = sqrt(ᾱ_K)·φ_r(z_0^{r−1}) + sqrt(1−ᾱ_K)·ε
                 Some(prev) => {
-                    let up = self
-                        .pivot_upsampler
-                        .upsample(prev.clone(), shape[2], shape[3]);
+                    let up = upsample_spatial(
+                        self.pivot_upsampler,
+                        prev.clone(),
+                        shape[D - 2],
+                        shape[D - 1],
+                    );
                     self.scheduler.add_noise(up, eps, first)?
                 }
             };
@@ -193,20 +203,27 @@ impl<B: Backend> SelfCascadeSampler<'_, B> {
         Ok(CascadeOutput { latent, stages })
     }
 
-    /// `[batch, C, H/f, W/f]` for a stage of `size` pixels.
-    pub fn latent_shape(&self, size: Size) -> Result<[usize; 4]> {
-        let f = self.config.latent_scale;
+    /// `[batch, C, H/f, W/f]` (`[batch, C, frames, H/f, W/f]` for `D = 5`) for a stage of `size`
+    /// pixels.
+    pub fn latent_shape(&self, size: Size) -> Result<[usize; D]> {
+        let c = &self.config;
+        let f = c.latent_scale;
         if !size.width.is_multiple_of(f) || !size.height.is_multiple_of(f) {
             return Err(Error::Sampler(format!(
                 "stage size {size} is not a multiple of the latent scale {f}"
             )));
         }
-        Ok([
-            self.config.batch,
-            self.config.latent_channels,
-            size.height / f,
-            size.width / f,
-        ])
+        let (h, w) = (size.height / f, size.width / f);
+        let shape = match D {
+            4 => vec![c.batch, c.latent_channels, h, w],
+            5 => vec![c.batch, c.latent_channels, c.frames, h, w],
+            _ => vec![],
+        };
+        shape.try_into().map_err(|_| {
+            Error::Sampler(format!(
+                "latents of rank {D} are not supported: 4 (images) or 5 (videos)"
+            ))
+        })
     }
 }
 

@@ -379,3 +379,72 @@ fn all_finite_checks_elements_not_a_sum() {
         }
     }
 }
+
+/// A video cascade (5-D latents `[B, C, T, h, w]`) is, for a denoiser that treats every frame alone,
+/// the image cascade run on each frame: φ resizes frame by frame, the frame order and count stay.
+#[test]
+fn video_cascade_is_the_image_cascade_per_frame() {
+    let plan = ScalePlan::new(Size::new(32, 32), Size::new(64, 64), 8).unwrap();
+    let cfg = SchedulerConfig::from_json(SD).unwrap();
+    let dev = Default::default();
+    let den = gaussian(0.3, 0.8);
+    let (frames, batch) = (3, 2);
+    let noise = |hw: usize| -> Tensor<B, 5> {
+        Tensor::random(
+            [batch, 4, frames, hw, hw],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &dev,
+        )
+    };
+    let stages = vec![noise(4), noise(8)];
+    let config = SelfCascadeConfig {
+        steps: 4,
+        keep_stages: true,
+        batch,
+        frames,
+        ..Default::default()
+    };
+    let mut s = scheduler::build::<B, 5>(&cfg, Some(SchedulerKind::Ddim), 0.0).unwrap();
+    let mut video = SelfCascadeSampler::<B, 5> {
+        scheduler: s.as_mut(),
+        pivot_upsampler: &Interpolation::Bicubic,
+        config: config.clone(),
+    };
+    let out = video
+        .sample(
+            &plan,
+            &den,
+            &mut InjectedNoise::new(stages.clone(), 0),
+            &dev,
+            &mut |_| ControlFlow::Continue(()),
+        )
+        .unwrap();
+    assert_eq!(out.latent.dims(), [batch, 4, frames, 8, 8]);
+    assert_eq!(out.stages[0].dims(), [batch, 4, frames, 4, 4]);
+    for f in 0..frames {
+        let frame = |x: &Tensor<B, 5>| {
+            let [b, c, _, h, w] = x.dims();
+            x.clone().narrow(2, f, 1).reshape([b, c, h, w])
+        };
+        let mut s = scheduler::build::<B, 4>(&cfg, Some(SchedulerKind::Ddim), 0.0).unwrap();
+        let mut image = SelfCascadeSampler::<B, 4> {
+            scheduler: s.as_mut(),
+            pivot_upsampler: &Interpolation::Bicubic,
+            config: SelfCascadeConfig {
+                frames: 1,
+                ..config.clone()
+            },
+        };
+        let one = image
+            .sample(
+                &plan,
+                &den,
+                &mut InjectedNoise::new(stages.iter().map(frame).collect(), 0),
+                &dev,
+                &mut |_| ControlFlow::Continue(()),
+            )
+            .unwrap();
+        let diff = (frame(&out.latent) - one.latent).abs().max().into_scalar();
+        assert!(diff < 1e-5, "frame {f}: {diff}");
+    }
+}

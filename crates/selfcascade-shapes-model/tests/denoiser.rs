@@ -31,6 +31,7 @@ fn self_cascade_runs_a_32_to_64_plan_with_guidance() {
             latent_scale: 1,
             latent_channels: 3,
             batch: 2,
+            frames: 1,
             keep_stages: true,
             check_finite: true,
         },

@@ -214,6 +214,7 @@ impl<B: Backend> UNetSampling<'_, B> {
                 latent_scale: self.latent_scale,
                 latent_channels: self.unet.config().in_channels,
                 batch,
+                frames: 1,
                 keep_stages: request.keep_stages,
                 check_finite: true,
             },
