@@ -271,19 +271,10 @@ impl<B: Backend> StableDiffusion<B> {
 
     /// The training size: UNet `sample_size` × VAE factor (512² for SD 2.1 base, 1024² for SDXL).
     pub fn base_size(&self) -> Size {
-        let f = self.vae_scale_factor();
-        let (h, w) = match &self.unet.config().sample_size {
-            Some(serde_json::Value::Number(n)) => {
-                let n = n.as_u64().unwrap_or(64) as usize;
-                (n, n)
-            }
-            Some(serde_json::Value::Array(a)) if a.len() == 2 => {
-                let g = |i: usize| a[i].as_u64().unwrap_or(64) as usize;
-                (g(0), g(1))
-            }
-            _ => (64, 64),
-        };
-        Size::new(w * f, h * f)
+        training_size(
+            self.unet.config().sample_size.as_ref(),
+            self.vae_scale_factor(),
+        )
     }
 
     /// Whether this is an SDXL pipeline (text_time conditioning).
@@ -302,26 +293,15 @@ impl<B: Backend> StableDiffusion<B> {
                 )))
             }
         };
+        if !self.is_sdxl() {
+            return encode_prompt_with(tok, te, prompt, negative_prompt);
+        }
         let mut truncated = false;
         let mut ids = |t: &ClipTokenizer, text: &str| -> Result<Vec<u32>> {
             let e = t.encode_with_info(text)?;
             truncated |= e.truncated;
             Ok(e.ids)
         };
-        if !self.is_sdxl() {
-            let p = ids(tok, prompt)?;
-            let n = ids(tok, negative_prompt)?;
-            let out = te.forward(&[p, n])?;
-            let h = out.last_hidden_state;
-            let [_, m, d] = h.dims();
-            return Ok(PromptEmbeds {
-                positive: h.clone().narrow(0, 0, 1).reshape([1, m, d]),
-                negative: h.narrow(0, 1, 1).reshape([1, m, d]),
-                positive_pooled: None,
-                negative_pooled: None,
-                truncated,
-            });
-        }
         let (tok2, te2) = match (&self.tokenizer_2, &self.text_encoder_2) {
             (Some(t), Some(e)) => (t, e),
             _ => {
@@ -472,6 +452,44 @@ impl<B: Backend> StableDiffusion<B> {
             self.folder.display()
         ))
     }
+}
+
+/// A UNet config's `sample_size` (one side, or `[h, w]`; 64 when absent) × the VAE factor, in pixels.
+pub(crate) fn training_size(sample_size: Option<&serde_json::Value>, vae_factor: usize) -> Size {
+    let (h, w) = match sample_size {
+        Some(serde_json::Value::Number(n)) => {
+            let n = n.as_u64().unwrap_or(64) as usize;
+            (n, n)
+        }
+        Some(serde_json::Value::Array(a)) if a.len() == 2 => {
+            let g = |i: usize| a[i].as_u64().unwrap_or(64) as usize;
+            (g(0), g(1))
+        }
+        _ => (64, 64),
+    };
+    Size::new(w * vae_factor, h * vae_factor)
+}
+
+/// A prompt and a negative prompt through one tokenizer and text encoder, conditioning on the last
+/// hidden state (SD 1.x / 2.x and ModelScope text-to-video's `encode_prompt`).
+pub(crate) fn encode_prompt_with<B: Backend>(
+    tokenizer: &ClipTokenizer,
+    text_encoder: &CLIPTextModel<B>,
+    prompt: &str,
+    negative_prompt: &str,
+) -> Result<PromptEmbeds<B>> {
+    let p = tokenizer.encode_with_info(prompt)?;
+    let n = tokenizer.encode_with_info(negative_prompt)?;
+    let truncated = p.truncated || n.truncated;
+    let h = text_encoder.forward(&[p.ids, n.ids])?.last_hidden_state;
+    let [_, m, d] = h.dims();
+    Ok(PromptEmbeds {
+        positive: h.clone().narrow(0, 0, 1).reshape([1, m, d]),
+        negative: h.narrow(0, 1, 1).reshape([1, m, d]),
+        positive_pooled: None,
+        negative_pooled: None,
+        truncated,
+    })
 }
 
 /// Decodes scaled latents (as the UNet sees them) to images with `vae`, tiled when larger than a VAE

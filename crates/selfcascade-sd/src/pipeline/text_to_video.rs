@@ -1,0 +1,311 @@
+//! Text-to-video at higher resolution with ModelScope text-to-video (diffusers' `TextToVideoSDPipeline`
+//! folder layout): direct sampling, Attn-SF, and the tuning-free self-cascade, whose stages resize every
+//! frame of the previous stage's clean video latent (the frame count stays fixed) and re-noise it
+//! (diffusers' `VideoToVideoSDPipeline` on latents).
+
+use super::attn_sf::AttnSf;
+use super::image::{to_rgb8, RgbImage};
+use super::stable_diffusion::{
+    encode_prompt_with, training_size, GenerateRequest, Method, PromptEmbeds,
+};
+use crate::clip::text_model::CLIPTextModel;
+use crate::clip::tokenizer::ClipTokenizer;
+use crate::error::{Error, Result};
+use crate::unet::{UNet3DConditionModel, UNetHooks};
+use crate::vae::{AutoencoderKL, Tiling};
+use burn::tensor::{backend::Backend, Tensor};
+use selfcascade_core::scheduler::{self, PredictionType, SchedulerConfig};
+use selfcascade_core::{
+    CascadeOutput, ClassifierFreeGuidance, Denoiser, Interpolation, NoiseSource, Progress,
+    ScalePlan, SelfCascadeConfig, SelfCascadeSampler, Size, StepContext,
+};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+/// A loaded text-to-video folder: `unet/` (a `UNet3DConditionModel`), `scheduler/`, and optionally
+/// `vae/`, `text_encoder/`, `tokenizer/` (SD 2.x components).
+pub struct TextToVideo<B: Backend> {
+    /// The video UNet.
+    pub unet: UNet3DConditionModel<B>,
+    /// The VAE, applied frame by frame (absent when only latents are wanted).
+    pub vae: Option<AutoencoderKL<B>>,
+    /// The text encoder.
+    pub text_encoder: Option<CLIPTextModel<B>>,
+    /// The tokenizer.
+    pub tokenizer: Option<ClipTokenizer>,
+    /// `scheduler/scheduler_config.json`.
+    pub scheduler_config: SchedulerConfig,
+    folder: PathBuf,
+    device: B::Device,
+}
+
+impl<B: Backend> std::fmt::Debug for TextToVideo<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextToVideo")
+            .field("folder", &self.folder)
+            .finish()
+    }
+}
+
+impl<B: Backend> TextToVideo<B> {
+    /// Loads a diffusers text-to-video folder (e.g. `ali-vilab/text-to-video-ms-1.7b`): `unet/` and
+    /// `scheduler/` are required, `vae/`, `text_encoder/` and `tokenizer/` are loaded when present.
+    /// `variant` selects e.g. `fp16` weight files.
+    pub fn load(dir: &Path, variant: Option<&str>, device: &B::Device) -> Result<Self> {
+        for need in ["unet", "scheduler"] {
+            if !dir.join(need).is_dir() {
+                return Err(Error::Model(format!(
+                    "{} has no `{need}/` folder; a text-to-video folder needs unet/ (a \
+                     UNet3DConditionModel) and scheduler/, and vae/, text_encoder/, tokenizer/ to make \
+                     videos from prompts",
+                    dir.display()
+                )));
+            }
+        }
+        let opt = |name: &str| Some(dir.join(name)).filter(|p| p.is_dir());
+        Ok(Self {
+            unet: UNet3DConditionModel::load(&dir.join("unet"), variant, device)?,
+            vae: opt("vae")
+                .map(|p| AutoencoderKL::load(&p, variant, device))
+                .transpose()?,
+            text_encoder: opt("text_encoder")
+                .map(|p| CLIPTextModel::load(&p, variant, device))
+                .transpose()?,
+            tokenizer: opt("tokenizer")
+                .map(|p| ClipTokenizer::from_dir(&p))
+                .transpose()?,
+            scheduler_config: SchedulerConfig::from_file(
+                dir.join("scheduler").join("scheduler_config.json"),
+            )?,
+            folder: dir.to_path_buf(),
+            device: device.clone(),
+        })
+    }
+
+    /// The folder the pipeline was loaded from.
+    pub fn folder(&self) -> &Path {
+        &self.folder
+    }
+
+    /// Pixels per latent cell (8 for SD's VAE; from the VAE when present, else 8).
+    pub fn vae_scale_factor(&self) -> usize {
+        self.vae.as_ref().map(|v| v.downsample_factor).unwrap_or(8)
+    }
+
+    /// Every side must be a multiple of this: VAE factor × the UNet's total down-sampling.
+    pub fn alignment(&self) -> usize {
+        self.vae_scale_factor() << self.unet.config().num_upsamplers()
+    }
+
+    /// The training frame size: UNet `sample_size` × VAE factor (256² for ModelScope).
+    pub fn base_size(&self) -> Size {
+        training_size(
+            self.unet.config().sample_size.as_ref(),
+            self.vae_scale_factor(),
+        )
+    }
+
+    /// Tokenizes and encodes a prompt and a negative prompt (the last hidden state, as diffusers).
+    pub fn encode_prompt(&self, prompt: &str, negative_prompt: &str) -> Result<PromptEmbeds<B>> {
+        match (&self.tokenizer, &self.text_encoder) {
+            (Some(t), Some(e)) => encode_prompt_with(t, e, prompt, negative_prompt),
+            _ => Err(Error::Model(format!(
+                "{} needs tokenizer/ and text_encoder/ to encode prompts",
+                self.folder.display()
+            ))),
+        }
+    }
+
+    /// Frees the text encoder once the prompt is encoded.
+    pub fn release_text_encoder(&mut self) {
+        self.text_encoder = None;
+    }
+
+    /// The stage plan of `request`: self-cascade stages from the base frame size, or one stage.
+    /// Methods other than direct, Attn-SF and the tuning-free self-cascade are errors.
+    pub fn plan(&self, request: &GenerateRequest) -> Result<ScalePlan> {
+        let target = Size::new(request.width, request.height);
+        let align = self.alignment();
+        match request.method {
+            Method::SelfCascade => Ok(ScalePlan::new(self.base_size(), target, align)?),
+            Method::Direct | Method::AttnSf => {
+                ScalePlan::new(Size::new(align, align), target, align)?;
+                Ok(ScalePlan::single(target))
+            }
+            other => Err(Error::Input(format!(
+                "method `{}` is not available for video (available: direct, attn-sf, self-cascade)",
+                other.name()
+            ))),
+        }
+    }
+
+    /// Generates video latents `[1, C, frames, h, w]` for `request` from encoded text, reporting
+    /// progress per step. `noise` gives 5-D noise (e.g. [`selfcascade_core::SeededNoise`]).
+    pub fn generate_latents(
+        &self,
+        embeds: &PromptEmbeds<B>,
+        request: &GenerateRequest,
+        frames: usize,
+        noise: &mut dyn NoiseSource<B, 5>,
+        progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<CascadeOutput<B, 5>> {
+        let plan = self.plan(request)?;
+        self.sample_plan(embeds, request, &plan, frames, noise, progress)
+    }
+
+    /// Runs `request` over explicit stage sizes `plan` (its last stage is the target).
+    pub fn sample_plan(
+        &self,
+        embeds: &PromptEmbeds<B>,
+        request: &GenerateRequest,
+        plan: &ScalePlan,
+        frames: usize,
+        noise: &mut dyn NoiseSource<B, 5>,
+        progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<CascadeOutput<B, 5>> {
+        self.plan(request)?;
+        if frames == 0 {
+            return Err(Error::Input("a video needs at least one frame".into()));
+        }
+        let batch = embeds.positive.dims()[0];
+        if batch == 0 || embeds.negative.dims()[0] != batch {
+            return Err(Error::Input(format!(
+                "conditioning of {batch} rows with {} unconditional rows; expected the same positive number",
+                embeds.negative.dims()[0]
+            )));
+        }
+        let mut sched = scheduler::build::<B, 5>(
+            &self.scheduler_config,
+            request.scheduler,
+            request.eta.unwrap_or(0.0),
+        )?;
+        let cfg = request.guidance > 1.0;
+        let denoiser = VideoDenoiser {
+            unet: &self.unet,
+            context: if cfg {
+                Tensor::cat(vec![embeds.negative.clone(), embeds.positive.clone()], 0)
+            } else {
+                embeds.positive.clone()
+            },
+            prediction: sched.prediction_type(),
+            attn_sf: (request.method == Method::AttnSf)
+                .then(|| AttnSf::new(self.base_size().pixels(), plan.target().pixels())),
+        };
+        let mut sampler = SelfCascadeSampler::<B, 5> {
+            scheduler: sched.as_mut(),
+            pivot_upsampler: &Interpolation::Bicubic,
+            config: SelfCascadeConfig {
+                steps: request.steps,
+                strength: request.strength,
+                latent_scale: self.vae_scale_factor(),
+                latent_channels: self.unet.config().in_channels,
+                batch,
+                frames,
+                keep_stages: request.keep_stages,
+                check_finite: true,
+            },
+        };
+        let out = if cfg {
+            let guided = ClassifierFreeGuidance::new(denoiser, request.guidance);
+            sampler.sample(plan, &guided, noise, &self.device, progress)
+        } else {
+            sampler.sample(plan, &denoiser, noise, &self.device, progress)
+        };
+        Ok(out?)
+    }
+
+    /// Decodes scaled video latents `[B, C, T, h, w]` frame by frame, `frame_batch` frames per VAE call
+    /// (diffusers' `decode_chunk_size`; each frame is independent, so the result does not depend on it).
+    /// Returns the frames of each video.
+    pub fn decode(&self, latent: Tensor<B, 5>, frame_batch: usize) -> Result<Vec<Vec<RgbImage>>> {
+        let vae = self.vae.as_ref().ok_or_else(|| {
+            Error::Model(format!(
+                "{} has no vae/ folder: cannot decode latents to frames",
+                self.folder.display()
+            ))
+        })?;
+        decode_video(vae, latent, frame_batch, &vae.default_tiling())
+    }
+
+    /// The device the models live on.
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+}
+
+/// Decodes scaled video latents `[B, C, T, h, w]` with `vae`, `frame_batch` frames per call, each
+/// frame tiled with `tiling` when it is larger than a tile (diffusers' pipeline never tiles; frames
+/// up to the VAE's `sample_size` decode whole either way).
+pub fn decode_video<B: Backend>(
+    vae: &AutoencoderKL<B>,
+    latent: Tensor<B, 5>,
+    frame_batch: usize,
+    tiling: &Tiling,
+) -> Result<Vec<Vec<RgbImage>>> {
+    let [b, c, t, h, w] = latent.dims();
+    let frame_batch = frame_batch.max(1);
+    let mut videos = Vec::with_capacity(b);
+    for v in 0..b {
+        // [C, T, h, w] → [T, C, h, w]
+        let frames = latent
+            .clone()
+            .narrow(0, v, 1)
+            .reshape([c, t, h, w])
+            .swap_dims(0, 1);
+        let mut out = Vec::with_capacity(t);
+        for start in (0..t).step_by(frame_batch) {
+            let n = frame_batch.min(t - start);
+            let chunk = frames.clone().narrow(0, start, n);
+            let images = vae.decode_auto(chunk.div_scalar(vae.scaling_factor()), tiling)?;
+            out.extend(to_rgb8(images)?);
+        }
+        videos.push(out);
+    }
+    Ok(videos)
+}
+
+/// The video UNet as a [`Denoiser`] over `[B, C, T, h, w]`, with the text conditioning bound.
+struct VideoDenoiser<'a, B: Backend> {
+    unet: &'a UNet3DConditionModel<B>,
+    /// `[n, 77, D]`: n = 2 (uncond, cond) under guidance, 1 otherwise.
+    context: Tensor<B, 3>,
+    prediction: PredictionType,
+    attn_sf: Option<AttnSf>,
+}
+
+impl<B: Backend> Denoiser<B, 5> for VideoDenoiser<'_, B> {
+    fn prediction_type(&self) -> PredictionType {
+        self.prediction
+    }
+
+    fn predict(
+        &self,
+        latents: Tensor<B, 5>,
+        ctx: &StepContext<B, 5>,
+    ) -> selfcascade_core::Result<Tensor<B, 5>> {
+        let batch = latents.dims()[0];
+        let [rows, m, d] = self.context.dims();
+        if rows == 0 || !batch.is_multiple_of(rows) {
+            return Err(selfcascade_core::Error::Model(format!(
+                "latent batch {batch} is not a multiple of the text batch {rows}"
+            )));
+        }
+        let per = batch / rows;
+        let context = self
+            .context
+            .clone()
+            .unsqueeze_dim::<4>(1)
+            .repeat_dim(1, per)
+            .reshape([batch, m, d]);
+        let attn = self
+            .attn_sf
+            .map(|rule| move |tokens: usize| rule.scale(tokens));
+        let hooks = UNetHooks {
+            self_attention_scale: attn.as_ref().map(|f| f as &dyn Fn(usize) -> f64),
+            ..Default::default()
+        };
+        Ok(self
+            .unet
+            .forward(latents, &[ctx.timestep], context, &hooks)?)
+    }
+}
