@@ -46,7 +46,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 OUT = os.path.join(ROOT, "crates", "selfcascade-sd", "tests", "fixtures", "models", "ms-t2v")
 
 SEED = 700
-CROSS = 24
+CROSS = 32  # the tiny SD 2.1 text encoder's width (fixtures/models/sd21), so the two make a pipeline
 # ModelScope's structure (ali-vilab/text-to-video-ms-1.7b: block_out_channels (320, 640, 1280, 1280),
 # attention_head_dim 64, 32 groups), shrunk: three levels, heads of width 8, 4 groups.
 UNET = dict(sample_size=8, in_channels=4, out_channels=4,

@@ -119,8 +119,8 @@ def main():
     (h0, w0), (h1, w1) = CASE["pixels"]
     f = CASE["frames"]
     x = {
-        "prompt_embeds": torch.randn(1, 7, 24, generator=g),
-        "negative_prompt_embeds": torch.randn(1, 7, 24, generator=g),
+        "prompt_embeds": torch.randn(1, 7, 32, generator=g),
+        "negative_prompt_embeds": torch.randn(1, 7, 32, generator=g),
         "stage0": torch.randn(1, 4, f, h0 // 4, w0 // 4, generator=g),
         "stage1": torch.randn(1, 4, f, h1 // 4, w1 // 4, generator=g),
     }

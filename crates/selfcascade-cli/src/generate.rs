@@ -265,7 +265,7 @@ fn download(repo: &str, _variant: Option<&str>, _cache: hf_hub::Cache) -> CliRes
     ))
 }
 
-fn check_writable(path: &Path) -> CliResult {
+pub(crate) fn check_writable(path: &Path) -> CliResult {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

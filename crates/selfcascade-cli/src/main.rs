@@ -10,6 +10,7 @@ mod plan;
 mod shapes;
 mod tensors;
 mod train;
+mod video;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -27,6 +28,9 @@ struct Cli {
 enum Command {
     /// Generate an image from a prompt at a size the model was not trained for.
     Generate(generate::GenerateArgs),
+    /// Generate a video from a prompt at a frame size the model was not trained for (ModelScope
+    /// text-to-video): an animated GIF or APNG.
+    GenerateVideo(video::VideoArgs),
     /// Print the stage sizes of a self-cascade run as JSON.
     Plan(plan::PlanArgs),
     /// Look inside models and schedules.
@@ -51,6 +55,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
+        Command::GenerateVideo(args) => video::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Inspect(cmd) => inspect::run(cmd),
         Command::Shapes(cmd) => shapes::run(cmd),

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::selfcascade;
+use common::{copy_dir, selfcascade, write_byte_tokenizer};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -15,64 +15,12 @@ fn tmp(name: &str) -> PathBuf {
     common::tmp("gen", name)
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let p = e.path();
-        if p.is_dir() {
-            copy_dir(&p, &to.join(e.file_name()));
-        } else {
-            std::fs::copy(&p, to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
-/// CLIP's byte-to-unicode table: printable bytes map to themselves, the others to 256, 257, … in order.
-fn byte_chars() -> Vec<char> {
-    let printable =
-        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
-    let mut next = 256;
-    (0..256u32)
-        .map(|b| {
-            let c = if printable(b) {
-                b
-            } else {
-                next += 1;
-                next - 1
-            };
-            char::from_u32(c).unwrap()
-        })
-        .collect()
-}
-
 /// A sd15 copy with a byte-level tokenizer of 514 tokens (the tiny text encoder has 1000 ids).
 fn sd15_with_tokenizer(name: &str) -> PathBuf {
     let dir = tmp(name).join("model");
     copy_dir(&fixtures().join("models/sd15"), &dir);
     std::fs::remove_dir_all(dir.join("io")).unwrap();
-    let tok = dir.join("tokenizer");
-    std::fs::create_dir_all(&tok).unwrap();
-    let mut vocab = serde_json::Map::new();
-    for c in byte_chars() {
-        vocab.insert(c.to_string(), vocab.len().into());
-    }
-    for c in byte_chars() {
-        vocab.insert(format!("{c}</w>"), vocab.len().into());
-    }
-    vocab.insert("<|startoftext|>".into(), vocab.len().into());
-    vocab.insert("<|endoftext|>".into(), vocab.len().into());
-    std::fs::write(
-        tok.join("vocab.json"),
-        serde_json::Value::Object(vocab).to_string(),
-    )
-    .unwrap();
-    std::fs::write(tok.join("merges.txt"), "#version: 0.2\n").unwrap();
-    std::fs::write(
-        tok.join("tokenizer_config.json"),
-        r#"{"bos_token":"<|startoftext|>","eos_token":"<|endoftext|>","pad_token":"<|endoftext|>","unk_token":"<|endoftext|>","model_max_length":77}"#,
-    )
-    .unwrap();
+    write_byte_tokenizer(&dir.join("tokenizer"));
     dir
 }
 

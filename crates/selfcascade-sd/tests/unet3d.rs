@@ -171,7 +171,7 @@ fn config_errors_name_the_field() {
 fn malformed_inputs_are_errors() {
     let unet = load_unet();
     let device = Default::default();
-    let text = Tensor::<B, 3>::zeros([1, 5, 24], &device);
+    let text = Tensor::<B, 3>::zeros([1, 5, 32], &device);
     let hooks = UNetHooks::default();
     let bad_channels = unet.forward(
         Tensor::zeros([1, 3, 2, 8, 8], &device),

@@ -134,8 +134,8 @@ fn video_methods_and_inputs_are_checked() {
         .unwrap_err();
     assert!(err.to_string().contains("60"), "{err}");
     let embeds = PromptEmbeds {
-        positive: Tensor::zeros([1, 7, 24], &Default::default()),
-        negative: Tensor::zeros([1, 7, 24], &Default::default()),
+        positive: Tensor::zeros([1, 7, 32], &Default::default()),
+        negative: Tensor::zeros([1, 7, 32], &Default::default()),
         positive_pooled: None,
         negative_pooled: None,
         truncated: false,

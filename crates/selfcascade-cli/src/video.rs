@@ -1,0 +1,344 @@
+//! `selfcascade generate-video`: a prompt in, an animated GIF or APNG out (ModelScope text-to-video).
+
+use crate::backend::{dispatch, BackendJob, DeviceArg, DtypeArg};
+use crate::generate::{check_writable, progress_bar, resolve_model};
+use crate::output::{write_atomic, write_png};
+use crate::CliResult;
+use burn::tensor::backend::Backend;
+use clap::Args;
+use selfcascade_core::scheduler::SchedulerKind;
+use selfcascade_core::SeededNoise;
+use selfcascade_sd::pipeline::{GenerateRequest, Method, RgbImage, TextToVideo};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Arguments of `selfcascade generate-video`.
+#[derive(Args, Debug, Clone)]
+pub struct VideoArgs {
+    /// A diffusers text-to-video folder (`unet/` holding a UNet3DConditionModel, `vae/`,
+    /// `text_encoder/`, `tokenizer/`, `scheduler/`), or a Hugging Face repo id such as
+    /// ali-vilab/text-to-video-ms-1.7b already in the local cache.
+    #[arg(long)]
+    pub(crate) model: PathBuf,
+    /// What to show.
+    #[arg(long)]
+    pub(crate) prompt: String,
+    /// What to avoid (used with guidance > 1).
+    #[arg(long, default_value = "")]
+    pub(crate) negative_prompt: String,
+    /// Frames (the count stays the same across self-cascade stages).
+    #[arg(long, default_value_t = 16)]
+    pub(crate) frames: usize,
+    /// Frame width in pixels (a multiple of the model's alignment, 64 for ModelScope).
+    #[arg(long, default_value_t = 512)]
+    pub(crate) width: usize,
+    /// Frame height in pixels (default as the width).
+    #[arg(long)]
+    pub(crate) height: Option<usize>,
+    /// direct | attn-sf | self-cascade.
+    #[arg(long, default_value = "self-cascade")]
+    pub(crate) method: String,
+    /// Inference steps of the full schedule.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) steps: usize,
+    /// Classifier-free guidance scale (diffusers' text-to-video default is 9).
+    #[arg(long, default_value_t = 9.0)]
+    pub(crate) guidance: f64,
+    /// Re-noising strength of the later self-cascade stages.
+    #[arg(long, default_value_t = 0.7)]
+    pub(crate) strength: f64,
+    /// ddim | ddpm | euler (default: the model's scheduler config).
+    #[arg(long)]
+    pub(crate) scheduler: Option<String>,
+    /// DDIM η.
+    #[arg(long)]
+    pub(crate) eta: Option<f64>,
+    /// Random seed.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
+    /// cpu or cuda.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub(crate) device: DeviceArg,
+    /// f32, f16 or bf16.
+    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    pub(crate) dtype: DtypeArg,
+    /// Weight variant to load (e.g. fp16 for `*.fp16.safetensors`).
+    #[arg(long)]
+    pub(crate) variant: Option<String>,
+    /// Output: an animated GIF (`.gif`) or APNG (`.png`, `.apng`).
+    #[arg(long, default_value = "out.gif")]
+    pub(crate) out: PathBuf,
+    /// Frames per second of the animation.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) fps: u16,
+    /// Also write every frame as a PNG (OUT-frame000.png, …).
+    #[arg(long)]
+    pub(crate) save_frames: bool,
+    /// Frames the VAE decodes per call (memory against speed; the frames do not depend on it).
+    #[arg(long, default_value_t = 4)]
+    pub(crate) frame_batch: usize,
+    /// Do not draw a progress bar.
+    #[arg(long)]
+    pub(crate) quiet: bool,
+    /// Print the seconds spent loading, encoding, sampling and decoding as one JSON line on stderr.
+    #[arg(long)]
+    pub(crate) timings: bool,
+}
+
+/// The animation format, from the output's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Gif,
+    Apng,
+}
+
+fn format_of(path: &Path) -> CliResult<Format> {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "gif" => Ok(Format::Gif),
+        "png" | "apng" => Ok(Format::Apng),
+        _ => Err(format!(
+            "--out {}: the extension must be .gif (animated GIF) or .png / .apng (animated PNG)",
+            path.display()
+        )),
+    }
+}
+
+/// Runs `selfcascade generate-video`.
+pub fn run(args: VideoArgs) -> CliResult {
+    let method: Method = args
+        .method
+        .parse()
+        .map_err(|e: selfcascade_sd::Error| e.to_string())?;
+    let scheduler: Option<SchedulerKind> = args
+        .scheduler
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e: selfcascade_core::Error| e.to_string())?;
+    format_of(&args.out)?;
+    if args.frames == 0 || args.fps == 0 {
+        return Err("--frames and --fps must be at least 1".into());
+    }
+    check_writable(&args.out)?;
+    let mut args = args;
+    args.model = resolve_model(&args.model, args.variant.as_deref())?;
+    dispatch(
+        args.device,
+        args.dtype,
+        VideoJob {
+            args: args.clone(),
+            method,
+            scheduler,
+        },
+    )
+}
+
+struct VideoJob {
+    args: VideoArgs,
+    method: Method,
+    scheduler: Option<SchedulerKind>,
+}
+
+impl BackendJob for VideoJob {
+    fn run<B: Backend>(self, device: B::Device) -> CliResult {
+        let args = self.args;
+        let t_start = Instant::now();
+        let mut t2v = TextToVideo::<B>::load(&args.model, args.variant.as_deref(), &device)
+            .map_err(|e| e.to_string())?;
+        let request = GenerateRequest {
+            width: args.width,
+            height: args.height.unwrap_or(args.width),
+            method: self.method,
+            steps: args.steps,
+            guidance: args.guidance,
+            strength: args.strength,
+            scheduler: self.scheduler,
+            eta: args.eta,
+            keep_stages: false,
+        };
+        let plan = t2v.plan(&request).map_err(|e| e.to_string())?;
+        if t2v.vae.is_none() {
+            return Err(format!(
+                "{} has no vae/ folder: cannot decode the video",
+                args.model.display()
+            ));
+        }
+        let t_loaded = Instant::now();
+        let embeds = t2v
+            .encode_prompt(&args.prompt, &args.negative_prompt)
+            .map_err(|e| e.to_string())?;
+        t2v.release_text_encoder();
+        if embeds.truncated {
+            eprintln!("warning: the prompt is longer than the text encoder's 77 tokens and was truncated (as diffusers does)");
+        }
+        let t_encoded = Instant::now();
+        let bar = progress_bar(args.quiet)?;
+        let out = t2v
+            .generate_latents(
+                &embeds,
+                &request,
+                args.frames,
+                &mut SeededNoise::new(args.seed),
+                &mut |p| bar.tick(&plan, p),
+            )
+            .map_err(|e| e.to_string())?;
+        bar.finish();
+        let t_sampled = Instant::now();
+        let videos = t2v
+            .decode(out.latent, args.frame_batch)
+            .map_err(|e| e.to_string())?;
+        let frames = videos
+            .into_iter()
+            .next()
+            .ok_or("the pipeline returned no video")?;
+        if args.timings {
+            let secs = |a: Instant, b: Instant| b.duration_since(a).as_secs_f64();
+            eprintln!(
+                "{{\"load_s\":{:.3},\"encode_s\":{:.3},\"sample_s\":{:.3},\"decode_s\":{:.3}}}",
+                secs(t_start, t_loaded),
+                secs(t_loaded, t_encoded),
+                secs(t_encoded, t_sampled),
+                secs(t_sampled, Instant::now())
+            );
+        }
+        if args.save_frames {
+            for (i, f) in frames.iter().enumerate() {
+                write_png(
+                    &frame_path(&args.out, i),
+                    f.width as u32,
+                    f.height as u32,
+                    &f.pixels,
+                    &[("prompt".to_string(), args.prompt.clone())],
+                )?;
+            }
+        }
+        write_animation(&args.out, &frames, args.fps)?;
+        eprintln!(
+            "wrote {} ({} frames of {}x{}, {})",
+            args.out.display(),
+            frames.len(),
+            request.width,
+            request.height,
+            self.method.name()
+        );
+        Ok(())
+    }
+}
+
+/// `OUT-frame{i:03}.png` beside `out`.
+fn frame_path(out: &Path, i: usize) -> PathBuf {
+    let stem = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    out.with_file_name(format!("{stem}-frame{i:03}.png"))
+}
+
+/// Writes `frames` as an endlessly looping animation at `fps`, GIF or APNG by `out`'s extension,
+/// atomically.
+pub(crate) fn write_animation(out: &Path, frames: &[RgbImage], fps: u16) -> CliResult {
+    let first = frames.first().ok_or("no frames to write")?;
+    let (w, h) = (first.width, first.height);
+    if frames.iter().any(|f| (f.width, f.height) != (w, h)) {
+        return Err("internal error: frames of different sizes".into());
+    }
+    match format_of(out)? {
+        Format::Apng => write_atomic(out, |file| {
+            let io = std::io::Error::other;
+            let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w as u32, h as u32);
+            enc.set_color(png::ColorType::Rgb);
+            enc.set_depth(png::BitDepth::Eight);
+            enc.set_animated(frames.len() as u32, 0).map_err(io)?;
+            enc.set_frame_delay(1, fps).map_err(io)?;
+            let mut writer = enc.write_header().map_err(io)?;
+            for f in frames {
+                writer.write_image_data(&f.pixels).map_err(io)?;
+            }
+            writer.finish().map_err(io)
+        }),
+        Format::Gif => {
+            let (gw, gh) = (
+                u16::try_from(w).map_err(|_| format!("{w} px is too wide for a GIF"))?,
+                u16::try_from(h).map_err(|_| format!("{h} px is too tall for a GIF"))?,
+            );
+            // GIF delays are in hundredths of a second.
+            let delay = (100.0 / fps as f64).round().max(1.0) as u16;
+            write_atomic(out, |file| {
+                let io = std::io::Error::other;
+                let mut enc =
+                    gif::Encoder::new(std::io::BufWriter::new(file), gw, gh, &[]).map_err(io)?;
+                enc.set_repeat(gif::Repeat::Infinite).map_err(io)?;
+                for f in frames {
+                    let mut frame = gif::Frame::from_rgb_speed(gw, gh, &f.pixels, 10);
+                    frame.delay = delay;
+                    enc.write_frame(&frame).map_err(io)?;
+                }
+                Ok(())
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(n: usize) -> Vec<RgbImage> {
+        (0..n)
+            .map(|i| RgbImage {
+                width: 6,
+                height: 4,
+                pixels: (0..72).map(|p| ((p * 7 + i * 40) % 256) as u8).collect(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn apng_holds_every_frame_exactly() {
+        let dir = std::env::temp_dir().join(format!("sc-apng-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("v.png");
+        let want = frames(3);
+        write_animation(&path, &want, 8).unwrap();
+        let mut dec =
+            png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()))
+                .read_info()
+                .unwrap();
+        let actl = dec.info().animation_control().unwrap();
+        assert_eq!((actl.num_frames, actl.num_plays), (3, 0));
+        let mut buf = vec![0; dec.output_buffer_size().unwrap()];
+        for f in &want {
+            let info = dec.next_frame(&mut buf).unwrap();
+            assert_eq!(&buf[..info.buffer_size()], &f.pixels[..]);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn gif_has_every_frame_and_loops() {
+        let dir = std::env::temp_dir().join(format!("sc-gif-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("v.gif");
+        write_animation(&path, &frames(4), 10).unwrap();
+        let mut opts = gif::DecodeOptions::new();
+        opts.set_color_output(gif::ColorOutput::RGBA);
+        let mut dec = opts.read_info(std::fs::File::open(&path).unwrap()).unwrap();
+        let mut n = 0;
+        while let Some(frame) = dec.read_next_frame().unwrap() {
+            assert_eq!((frame.width, frame.height, frame.delay), (6, 4, 10));
+            n += 1;
+        }
+        assert_eq!(n, 4);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn other_extensions_are_refused() {
+        let err = format_of(Path::new("out.mp4")).unwrap_err();
+        assert!(err.contains(".gif"), "{err}");
+    }
+}

@@ -1,0 +1,123 @@
+//! End-to-end `selfcascade generate-video` on a tiny random-weight text-to-video folder: the
+//! ModelScope-shaped UNet of `tools/oracle/unet3d.py` with the tiny SD 2.1 VAE and text encoder of
+//! `tools/oracle/models.py`, and a byte-level tokenizer.
+
+mod common;
+
+use common::{copy_dir, selfcascade, write_byte_tokenizer};
+use std::path::{Path, PathBuf};
+
+fn models() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../selfcascade-sd/tests/fixtures/models")
+}
+
+/// A text-to-video folder in a fresh temporary folder for test `name`.
+fn t2v(name: &str) -> PathBuf {
+    let dir = common::tmp("video", name).join("model");
+    for (from, part) in [
+        ("ms-t2v", "unet"),
+        ("ms-t2v", "scheduler"),
+        ("sd21", "vae"),
+        ("sd21", "text_encoder"),
+    ] {
+        copy_dir(&models().join(from).join(part), &dir.join(part));
+    }
+    write_byte_tokenizer(&dir.join("tokenizer"));
+    dir
+}
+
+fn gif_frames(path: &Path) -> Vec<(u16, u16, Vec<u8>)> {
+    let mut opts = gif::DecodeOptions::new();
+    opts.set_color_output(gif::ColorOutput::RGBA);
+    let mut dec = opts.read_info(std::fs::File::open(path).unwrap()).unwrap();
+    let mut frames = Vec::new();
+    while let Some(f) = dec.read_next_frame().unwrap() {
+        frames.push((f.width, f.height, f.buffer.to_vec()));
+    }
+    frames
+}
+
+fn run(model: &Path, out: &Path, extra: &[&str]) -> (bool, String) {
+    let mut args = vec![
+        "generate-video",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "a red circle moving left",
+        "--frames",
+        "3",
+        "--steps",
+        "2",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let (ok, _, err) = selfcascade(&args);
+    (ok, err)
+}
+
+#[test]
+fn self_cascade_video_writes_a_looping_gif_and_frames() {
+    let model = t2v("gif");
+    let out = model.parent().unwrap().join("v.gif");
+    let (ok, err) = run(
+        &model,
+        &out,
+        &["--width", "64", "--method", "self-cascade", "--save-frames"],
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains("3 frames of 64x64"), "{err}");
+    let frames = gif_frames(&out);
+    assert_eq!(frames.len(), 3);
+    assert!(frames.iter().all(|(w, h, _)| (*w, *h) == (64, 64)));
+    for i in 0..3 {
+        let png = model.parent().unwrap().join(format!("v-frame{i:03}.png"));
+        let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
+        let info = dec.read_info().unwrap();
+        assert_eq!((info.info().width, info.info().height), (64, 64));
+    }
+    // The same seed gives the same video.
+    let again = model.parent().unwrap().join("again.gif");
+    assert!(run(&model, &again, &["--width", "64"]).0);
+    assert_eq!(gif_frames(&again), frames);
+}
+
+#[test]
+fn direct_video_writes_an_apng() {
+    let model = t2v("apng");
+    let out = model.parent().unwrap().join("v.png");
+    let (ok, err) = run(&model, &out, &["--width", "32", "--method", "direct"]);
+    assert!(ok, "{err}");
+    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&out).unwrap()));
+    let reader = dec.read_info().unwrap();
+    let actl = reader.info().animation_control().unwrap();
+    assert_eq!(actl.num_frames, 3);
+    assert_eq!((reader.info().width, reader.info().height), (32, 32));
+}
+
+#[test]
+fn bad_video_requests_fail_clearly_and_write_nothing() {
+    let model = t2v("bad");
+    let dir = model.parent().unwrap().to_path_buf();
+    let cases: [(&str, Vec<&str>, &str); 4] = [
+        ("v.mp4", vec![], ".gif"),
+        (
+            "v.gif",
+            vec!["--method", "scalecrafter"],
+            "not available for video",
+        ),
+        ("v.gif", vec!["--width", "60"], "60"),
+        ("v.gif", vec!["--frames", "0"], "--frames"),
+    ];
+    for (name, extra, needle) in cases {
+        let out = dir.join(name);
+        let (ok, err) = run(&model, &out, &extra);
+        assert!(!ok && err.contains(needle), "{extra:?}: {err}");
+        assert!(!out.exists(), "{extra:?} left {}", out.display());
+    }
+    // An image model is not a video model.
+    let image_model = models().join("sd21");
+    let (ok, err) = run(&image_model, &dir.join("v.gif"), &[]);
+    assert!(!ok && err.contains("UNet3DConditionModel"), "{err}");
+}
