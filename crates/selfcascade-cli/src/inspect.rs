@@ -7,7 +7,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use selfcascade_core::scheduler::{self, SchedulerConfig, SchedulerKind};
 use selfcascade_sd::clip::text_model::{CLIPTextModel, CLIPTextModelWithProjection};
 use selfcascade_sd::clip::ClipTokenizer;
-use selfcascade_sd::unet::{PivotInjection, UNet2DConditionModel, UNetHooks};
+use selfcascade_sd::unet::{PivotInjection, UNet2DConditionModel, UNet3DConditionModel, UNetHooks};
 use selfcascade_sd::vae::AutoencoderKL;
 use std::path::PathBuf;
 
@@ -26,6 +26,7 @@ pub enum InspectCommand {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Component {
     /// `unet/`: in `sample`, `timestep`, `encoder_hidden_states` (+ `text_embeds`, `time_ids`); out `out`.
+    /// A `UNet3DConditionModel` folder (video) takes a 5-D `sample` `[B, C, T, h, w]`.
     Unet,
     /// `vae/` encoder: in `image`; out `mean`, `logvar`.
     VaeEncode,
@@ -140,6 +141,14 @@ fn schedule(args: ScheduleArgs) -> CliResult {
     Ok(())
 }
 
+/// Whether `dir/config.json` describes diffusers' `UNet3DConditionModel` (the video UNet).
+fn is_unet3d(dir: &std::path::Path) -> bool {
+    std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| v["_class_name"] == "UNet3DConditionModel")
+}
+
 fn component_dir(model: &std::path::Path, name: &str) -> CliResult<PathBuf> {
     let dir = model.join(name);
     if dir.is_dir() {
@@ -163,6 +172,26 @@ fn run_component(args: RunArgs) -> CliResult {
     let e = |e: selfcascade_sd::Error| e.to_string();
     let mut out = Outputs::default();
     match args.component {
+        Component::Unet if is_unet3d(&args.model.join("unet")) => {
+            let unet = UNet3DConditionModel::<Flex>::load(&args.model.join("unet"), variant, &dev)
+                .map_err(e)?;
+            if args.upsamplers.is_some() || inputs.has("pivot") {
+                return Err(
+                    "the video UNet has no feature injection: drop --upsamplers and `pivot`".into(),
+                );
+            }
+            let (_, timesteps) = inputs.values("timestep")?;
+            let timesteps: Vec<f64> = timesteps.iter().map(|t| *t as f64).collect();
+            let y = unet
+                .forward(
+                    inputs.float::<Flex, 5>("sample", &dev)?,
+                    &timesteps,
+                    inputs.float::<Flex, 3>("encoder_hidden_states", &dev)?,
+                    &UNetHooks::default(),
+                )
+                .map_err(e)?;
+            out.add("out", y)?;
+        }
         Component::Unet => {
             let unet = UNet2DConditionModel::<Flex>::load(
                 &component_dir(&args.model, "unet")?,

@@ -389,6 +389,7 @@ fn inspect_run_reproduces_the_oracle_outputs() {
     for (family, component, io, outputs) in [
         ("sd21", "unet", "unet", vec!["out"]),
         ("sdxl", "unet", "unet", vec!["out"]),
+        ("ms-t2v", "unet", "unet", vec!["out"]),
         ("sd21", "vae-decode", "vae_decode", vec!["decoded"]),
         ("sd15", "vae-encode", "vae_encode", vec!["mean", "logvar"]),
         (
