@@ -7,6 +7,10 @@ Writes crates/selfcascade-sd/tests/fixtures/models/ms-t2v/:
   fp16 variant);
 - io/unet.safetensors: inputs [B, C, T, h, w] and reference outputs (two cases: batch 2 × 4 frames at 8×8,
   and batch 1 × 3 frames at 6×10, where 6 and 10 are not multiples of 4 so the up-samplers get explicit sizes);
+- io/unet.safetensors also holds `pivot` and `out_pivot`: the tuned self-cascade's injection in the video UNet,
+  written out below (`forward_with_pivot`): the pivot video (half the frame size, frames folded into the batch)
+  through conv_in, transformer_in and the same blocks, and phi_n(h, temb, size) = C[n] * nearest(h, size) +
+  0.01 * mean(temb) (temb repeated per frame) added after down blocks 0..2 and the mid block;
 - io/layers.safetensors: a `TemporalConvLayer` and a `TransformerTemporalModel` (weights under `temp_conv.*` and
   `temp_attn.*`), their inputs [B·T, C, h, w] and outputs;
 - io/meta.json: versions, seeds, parameter count, and how much the temporal layers move the output.
@@ -33,6 +37,7 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 import diffusers  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from diffusers import UNet3DConditionModel  # noqa: E402
 from diffusers.models.resnet import TemporalConvLayer  # noqa: E402
 from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel  # noqa: E402
@@ -62,6 +67,48 @@ _TEMPORAL_STREAM = re.compile(r"\.conv[1-4]\.\d+$")
 
 def scale(name, module):
     return STREAM_SCALE if _TEMPORAL_STREAM.search(name) else diffusers_scale(name, module)
+
+
+C = [0.5, -0.25, 0.75, 0.3]
+
+
+def phi(n, h, temb, size):
+    return C[n] * F.interpolate(h, size=size, mode="nearest") + 0.01 * temb.mean(dim=1)[:, None, None, None]
+
+
+@torch.no_grad()
+def forward_with_pivot(unet, sample, t, ehs, pivot, phi=phi):
+    """diffusers' UNet3DConditionModel.forward for these blocks, with the pivot injected."""
+    b, c, f, h, w = sample.shape
+    n_up = len(unet.up_blocks) - 1
+    forward_size = any(s % (2 ** n_up) for s in sample.shape[-2:])
+    emb = unet.time_embedding(unet.time_proj(t.expand(b)).to(sample.dtype)).repeat_interleave(f, dim=0)
+    ehs = ehs.repeat_interleave(f, dim=0)
+
+    def fold(x):
+        return x.permute(0, 2, 1, 3, 4).reshape(x.shape[0] * x.shape[2], x.shape[1], *x.shape[3:])
+
+    x = unet.transformer_in(unet.conv_in(fold(sample)), num_frames=f, return_dict=False)[0]
+    p = unet.transformer_in(unet.conv_in(fold(pivot)), num_frames=f, return_dict=False)[0]
+    skips = (x,)
+    for i, block in enumerate(unet.down_blocks):
+        kw = dict(encoder_hidden_states=ehs) if getattr(block, "has_cross_attention", False) else {}
+        x, res = block(hidden_states=x, temb=emb, num_frames=f, **kw)
+        skips += res
+        p, _ = block(hidden_states=p, temb=emb, num_frames=f, **kw)
+        if i < 3:
+            x = x + phi(i, p, emb, tuple(x.shape[-2:]))
+    x = unet.mid_block(x, emb, encoder_hidden_states=ehs, num_frames=f)
+    p = unet.mid_block(p, emb, encoder_hidden_states=ehs, num_frames=f)
+    x = x + phi(min(3, len(unet.down_blocks)), p, emb, tuple(x.shape[-2:]))
+    for i, block in enumerate(unet.up_blocks):
+        res = skips[-len(block.resnets):]
+        skips = skips[: -len(block.resnets)]
+        size = skips[-1].shape[2:] if (forward_size and i < n_up) else None
+        kw = dict(encoder_hidden_states=ehs) if getattr(block, "has_cross_attention", False) else {}
+        x = block(hidden_states=x, temb=emb, res_hidden_states_tuple=res, upsample_size=size, num_frames=f, **kw)
+    x = unet.conv_out(unet.conv_act(unet.conv_norm_out(x)))
+    return x.reshape(b, f, *x.shape[1:]).permute(0, 2, 1, 3, 4)
 
 
 def f32(d):
@@ -150,6 +197,14 @@ def main():
         "encoder_hidden_states_b1": torch.randn(1, 5, CROSS, generator=g),
     }
     y = run(r, x)
+    # The tuned injection on case 1 (pivot: half the frame size).
+    x["pivot"] = torch.randn(2, 4, 4, 4, 4, generator=g)
+    s64 = {k: x[k].double() for k in ("sample", "encoder_hidden_states", "pivot")}
+    plain = forward_with_pivot(r, s64["sample"], x["timestep"], s64["encoder_hidden_states"], s64["pivot"],
+                               phi=lambda n, h, temb, size: 0.0)
+    assert (plain - y["out"]).abs().max() < 1e-10, "the written-out forward is not diffusers' forward"
+    y_pivot = forward_with_pivot(r, s64["sample"], x["timestep"], s64["encoder_hidden_states"], s64["pivot"])
+    assert (y_pivot - y["out"]).abs().max() > 1e-2
     y32 = run(copy.deepcopy(r).float(), x)
     y_plain = run(zero_temporal_outputs(r), x)
     for k, v in y.items():
@@ -162,7 +217,7 @@ def main():
         "what": "max |output - output with TemporalConvLayer.conv4 and TransformerTemporalModel.proj_out zeroed|",
         **temporal}
     md = {"format": "pt"}
-    save_file(f32({**x, **y}), os.path.join(OUT, "io", "unet.safetensors"), metadata=md)
+    save_file(f32({**x, **y, "out_pivot": y_pivot}), os.path.join(OUT, "io", "unet.safetensors"), metadata=md)
     layer_tensors, layer_meta = layers(g, meta)
     meta["layers"] = layer_meta
     save_file(f32(layer_tensors), os.path.join(OUT, "io", "layers.safetensors"), metadata=md)

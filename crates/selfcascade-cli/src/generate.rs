@@ -395,29 +395,40 @@ pub(crate) fn load_upsamplers<B: Backend>(
     unet: &UNet2DConditionModel<B>,
     device: &B::Device,
 ) -> CliResult<Box<dyn FeatureUpsampler<B>>> {
-    let resblock = ResBlockUpsamplerConfig::for_unet(unet);
+    load_upsamplers_for(
+        path,
+        &ResBlockUpsamplerConfig::for_unet(unet),
+        &LightUpsamplerConfig::for_unet(unet),
+        device,
+    )
+}
+
+/// [`load_upsamplers`] for upsamplers of the given sizes (any UNet, e.g. the video UNet).
+pub(crate) fn load_upsamplers_for<B: Backend>(
+    path: &Path,
+    resblock: &ResBlockUpsamplerConfig,
+    light: &LightUpsamplerConfig,
+    device: &B::Device,
+) -> CliResult<Box<dyn FeatureUpsampler<B>>> {
     let ext = path
         .extension()
         .map(|e| e.to_string_lossy().to_lowercase())
         .unwrap_or_default();
     if ["pth", "pt", "ckpt", "bin"].contains(&ext.as_str()) {
-        return ResBlockUpsampler::<B>::load_pth(path, &resblock, device)
+        return ResBlockUpsampler::<B>::load_pth(path, resblock, device)
             .map(|u| Box::new(u) as Box<dyn FeatureUpsampler<B>>)
             .map_err(|e| e.to_string());
     }
-    match ResBlockUpsampler::<B>::load_safetensors(path, &resblock, device) {
+    match ResBlockUpsampler::<B>::load_safetensors(path, resblock, device) {
         Ok(u) => Ok(Box::new(u)),
-        Err(first) => {
-            let light = LightUpsamplerConfig::for_unet(unet);
-            LightUpsampler::<B>::load_safetensors(path, &light, device)
-                .map(|u| Box::new(u) as Box<dyn FeatureUpsampler<B>>)
-                .map_err(|second| {
-                    format!(
-                        "{} holds neither ResBlock upsamplers ({first}) nor light upsamplers ({second}) for this UNet",
-                        path.display()
-                    )
-                })
-        }
+        Err(first) => LightUpsampler::<B>::load_safetensors(path, light, device)
+            .map(|u| Box::new(u) as Box<dyn FeatureUpsampler<B>>)
+            .map_err(|second| {
+                format!(
+                    "{} holds neither ResBlock upsamplers ({first}) nor light upsamplers ({second}) for this UNet",
+                    path.display()
+                )
+            }),
     }
 }
 

@@ -1,7 +1,7 @@
 //! `selfcascade generate-video`: a prompt in, an animated GIF or APNG out (ModelScope text-to-video).
 
 use crate::backend::{dispatch, BackendJob, DeviceArg, DtypeArg};
-use crate::generate::{check_writable, progress_bar, resolve_model};
+use crate::generate::{check_writable, load_upsamplers_for, progress_bar, resolve_model};
 use crate::output::{write_atomic, write_png};
 use crate::CliResult;
 use burn::tensor::backend::Backend;
@@ -9,6 +9,7 @@ use clap::Args;
 use selfcascade_core::scheduler::SchedulerKind;
 use selfcascade_core::SeededNoise;
 use selfcascade_sd::pipeline::{GenerateRequest, Method, RgbImage, TextToVideo};
+use selfcascade_sd::upsampler::{LightUpsamplerConfig, ResBlockUpsamplerConfig};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -35,9 +36,16 @@ pub struct VideoArgs {
     /// Frame height in pixels (default as the width).
     #[arg(long)]
     pub(crate) height: Option<usize>,
-    /// direct | attn-sf | self-cascade.
+    /// direct | attn-sf | self-cascade | self-cascade-tuned (needs --upsamplers).
     #[arg(long, default_value = "self-cascade")]
     pub(crate) method: String,
+    /// Feature upsamplers of the tuned method, trained for this video UNet (ResBlock `.pth` /
+    /// safetensors, or light safetensors), applied to every frame.
+    #[arg(long)]
+    pub(crate) upsamplers: Option<PathBuf>,
+    /// The tuned method injects features while the timestep t > t_min.
+    #[arg(long, default_value_t = 100.0)]
+    pub(crate) t_min: f64,
     /// Inference steps of the full schedule.
     #[arg(long, default_value_t = 50)]
     pub(crate) steps: usize,
@@ -149,6 +157,28 @@ impl BackendJob for VideoJob {
         let t_start = Instant::now();
         let mut t2v = TextToVideo::<B>::load(&args.model, args.variant.as_deref(), &device)
             .map_err(|e| e.to_string())?;
+        match (&args.upsamplers, self.method) {
+            (Some(path), _) => {
+                let unet = &t2v.unet;
+                let resblock = ResBlockUpsamplerConfig {
+                    channels: unet.injection_channels(),
+                    time_embed_dim: unet.time_embed_dim(),
+                    groups: unet.arch().groups,
+                    eps: ResBlockUpsamplerConfig::RELEASED_EPS,
+                };
+                let light = LightUpsamplerConfig {
+                    channels: unet.injection_channels(),
+                    time_embed_dim: unet.time_embed_dim(),
+                };
+                let up = load_upsamplers_for::<B>(path, &resblock, &light, &device)?;
+                t2v.set_feature_upsampler(up, args.t_min)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            (None, Method::SelfCascadeTuned) => {
+                return Err("--method self-cascade-tuned needs --upsamplers PATH".into())
+            }
+            _ => {}
+        }
         let request = GenerateRequest {
             width: args.width,
             height: args.height.unwrap_or(args.width),

@@ -46,12 +46,13 @@ fn run(model: &Path, out: &Path, extra: &[&str]) -> (bool, String) {
         "a red circle moving left",
         "--frames",
         "3",
-        "--steps",
-        "2",
         "--quiet",
         "--out",
         out.to_str().unwrap(),
     ];
+    if !extra.contains(&"--steps") {
+        args.extend_from_slice(&["--steps", "2"]);
+    }
     args.extend_from_slice(extra);
     let (ok, _, err) = selfcascade(&args);
     (ok, err)
@@ -80,7 +81,10 @@ fn self_cascade_video_writes_a_looping_gif_and_frames() {
     // The same seed gives the same video.
     let again = model.parent().unwrap().join("again.gif");
     assert!(run(&model, &again, &["--width", "64"]).0);
-    assert_eq!(gif_frames(&again), frames);
+    assert!(
+        gif_frames(&again) == frames,
+        "the same seed gave another video"
+    );
 }
 
 #[test]
@@ -120,4 +124,77 @@ fn bad_video_requests_fail_clearly_and_write_nothing() {
     let image_model = models().join("sd21");
     let (ok, err) = run(&image_model, &dir.join("v.gif"), &[]);
     assert!(!ok && err.contains("UNet3DConditionModel"), "{err}");
+}
+
+/// The tuned method on video takes feature upsamplers sized for the video UNet (here fresh light
+/// upsamplers, which inject nearest-upsampled pivot features) and changes the video; without
+/// `--upsamplers` it is an error.
+#[test]
+fn tuned_video_takes_upsamplers_for_the_video_unet() {
+    use burn::backend::Flex;
+    use selfcascade_sd::upsampler::{LightUpsampler, LightUpsamplerConfig};
+    let model = t2v("tuned");
+    let dir = model.parent().unwrap().to_path_buf();
+    let config = LightUpsamplerConfig {
+        channels: vec![16, 32, 32, 32],
+        time_embed_dim: 64,
+    };
+    let ups = dir.join("light.safetensors");
+    LightUpsampler::<Flex>::init(&config, 3, &Default::default())
+        .unwrap()
+        .save_safetensors(&ups)
+        .unwrap();
+    let (ok, err) = run(
+        &model,
+        &dir.join("t.gif"),
+        &["--width", "64", "--method", "self-cascade-tuned"],
+    );
+    assert!(!ok && err.contains("--upsamplers"), "{err}");
+    let tuned = dir.join("tuned.gif");
+    let (ok, err) = run(
+        &model,
+        &tuned,
+        &[
+            "--width",
+            "64",
+            "--method",
+            "self-cascade-tuned",
+            "--upsamplers",
+            ups.to_str().unwrap(),
+            // 4 DDIM steps: stage 1 runs t = 251 (injected: > t_min = 100) and t = 1 (with 2 steps it
+            // would run t = 1 only, where nothing is injected).
+            "--steps",
+            "4",
+        ],
+    );
+    assert!(ok, "{err}");
+    let free = dir.join("free.gif");
+    assert!(run(&model, &free, &["--width", "64", "--steps", "4"]).0);
+    assert!(
+        gif_frames(&tuned) != gif_frames(&free),
+        "the upsamplers changed nothing"
+    );
+    // Upsamplers sized for another UNet are refused with the channels in the message.
+    let wrong = dir.join("wrong.safetensors");
+    let other = LightUpsamplerConfig {
+        channels: vec![320, 640, 1280, 1280],
+        time_embed_dim: 1280,
+    };
+    LightUpsampler::<Flex>::init(&other, 3, &Default::default())
+        .unwrap()
+        .save_safetensors(&wrong)
+        .unwrap();
+    let (ok, err) = run(
+        &model,
+        &dir.join("w.gif"),
+        &[
+            "--width",
+            "64",
+            "--method",
+            "self-cascade-tuned",
+            "--upsamplers",
+            wrong.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok && err.contains("wrong.safetensors"), "{err}");
 }

@@ -210,3 +210,71 @@ fn malformed_inputs_are_errors() {
         .unwrap_err();
     assert!(err.to_string().contains("timesteps"), "{err}");
 }
+
+/// φ_n(h, temb, size) = c_n · nearest(h, size) + 0.01 · mean(temb): the oracle's trivial upsampler.
+struct Trivial(Vec<usize>);
+
+impl selfcascade_core::FeatureUpsampler<B> for Trivial {
+    fn num_points(&self) -> usize {
+        self.0.len()
+    }
+    fn trainable_parameters(&self) -> usize {
+        0
+    }
+    fn channels(&self, n: usize) -> usize {
+        self.0[n]
+    }
+    fn upsample(
+        &self,
+        n: usize,
+        features: Tensor<B, 4>,
+        temb: Tensor<B, 2>,
+        size: (usize, usize),
+    ) -> selfcascade_core::Result<Tensor<B, 4>> {
+        let c = [0.5, -0.25, 0.75, 0.3][n];
+        let rows = temb.dims()[0];
+        let up = selfcascade_sd::unet::resize_nearest(features, size).mul_scalar(c);
+        Ok(up.add(temb.mean_dim(1).mul_scalar(0.01).reshape([rows, 1, 1, 1])))
+    }
+}
+
+/// The tuned variant's injection in the video UNet: the pivot video (frames folded into the batch)
+/// through the same layers, φ_n per frame with the time embedding repeated per frame, against the
+/// oracle's written-out forward (which equals diffusers' without injection).
+#[test]
+fn pivot_injection_matches_the_reference() {
+    use selfcascade_sd::unet::{fold_frames, PivotInjection};
+    let unet = load_unet();
+    assert_eq!(unet.injection_channels(), vec![16, 32, 32, 32]);
+    let io = TensorStore::open(&[fixture().join("io/unet.safetensors")]).unwrap();
+    let t: Vec<f64> = io
+        .read("timestep")
+        .unwrap()
+        .data
+        .iter()
+        .map(|t| *t as f64)
+        .collect();
+    let up = Trivial(unet.injection_channels());
+    let pivot = fold_frames(read::<5>(&io, "pivot"));
+    let run = |latent: Tensor<B, 4>, up: &Trivial| {
+        unet.forward(
+            read(&io, "sample"),
+            &t,
+            read(&io, "encoder_hidden_states"),
+            &UNetHooks {
+                pivot: Some(PivotInjection {
+                    latent,
+                    upsampler: up,
+                }),
+                ..Default::default()
+            },
+        )
+    };
+    let out = run(pivot.clone(), &up).unwrap();
+    assert_close("unet3d pivot", out, read(&io, "out_pivot"));
+    // A pivot of the wrong size, or upsamplers for another UNet, are errors.
+    let err = run(pivot.clone().narrow(0, 0, 4), &up).unwrap_err();
+    assert!(err.to_string().contains("folded"), "{err}");
+    let err = run(pivot, &Trivial(vec![16, 32, 32])).unwrap_err();
+    assert!(err.to_string().contains("injection points"), "{err}");
+}

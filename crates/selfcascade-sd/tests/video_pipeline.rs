@@ -122,13 +122,11 @@ fn video_self_cascade_equals_diffusers_stage_by_stage() {
 #[test]
 fn video_methods_and_inputs_are_checked() {
     let t2v = pipeline();
-    for method in [Method::ScaleCrafter, Method::SelfCascadeTuned] {
-        let err = t2v
-            .plan(&request(method, Size::new(64, 64)))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("not available for video"), "{err}");
-    }
+    let err = t2v
+        .plan(&request(Method::ScaleCrafter, Size::new(64, 64)))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not available for video"), "{err}");
     let err = t2v
         .plan(&request(Method::SelfCascade, Size::new(60, 64)))
         .unwrap_err();
@@ -152,4 +150,100 @@ fn video_methods_and_inputs_are_checked() {
     assert!(err.to_string().contains("frame"), "{err}");
     // No tokenizer/text encoder in the fixture folder.
     assert!(t2v.encode_prompt("a cat", "").is_err());
+}
+
+/// φ_n(h, temb, size) = c · nearest(h, size) + k · mean(temb).
+struct Scaled {
+    channels: Vec<usize>,
+    c: f64,
+    k: f64,
+}
+
+impl selfcascade_core::FeatureUpsampler<B> for Scaled {
+    fn num_points(&self) -> usize {
+        self.channels.len()
+    }
+    fn trainable_parameters(&self) -> usize {
+        0
+    }
+    fn channels(&self, n: usize) -> usize {
+        self.channels[n]
+    }
+    fn upsample(
+        &self,
+        _n: usize,
+        features: Tensor<B, 4>,
+        temb: Tensor<B, 2>,
+        size: (usize, usize),
+    ) -> selfcascade_core::Result<Tensor<B, 4>> {
+        let rows = temb.dims()[0];
+        assert_eq!(rows, features.dims()[0], "one time embedding row per frame");
+        let up = selfcascade_sd::unet::resize_nearest(features, size).mul_scalar(self.c);
+        Ok(up.add(temb.mean_dim(1).mul_scalar(self.k).reshape([rows, 1, 1, 1])))
+    }
+}
+
+/// The tuned method on video: stage 0 is the tuning-free stage 0; in stage 1 the upsamplers act while
+/// t > t_min (DDIM 4 steps: stage 1 runs t = 251, then t = 1 plain), so an upsampler that adds zero, or
+/// a t_min above every step, gives the tuning-free video exactly, and a non-zero one changes stage 1 only.
+#[test]
+fn tuned_video_injects_per_frame_while_t_above_t_min() {
+    let store = TensorStore::open(&[models().join("ms-t2v/io/pipeline.safetensors")]).unwrap();
+    let mut t2v = pipeline();
+    let embeds = PromptEmbeds {
+        positive: tensor(&store, "prompt_embeds"),
+        negative: tensor(&store, "negative_prompt_embeds"),
+        positive_pooled: None,
+        negative_pooled: None,
+        truncated: false,
+    };
+    let noise = || {
+        InjectedNoise::new(
+            vec![tensor::<5>(&store, "stage0"), tensor(&store, "stage1")],
+            0,
+        )
+    };
+    let run = |t2v: &TextToVideo<B>, method: Method| {
+        t2v.generate_latents(
+            &embeds,
+            &request(method, Size::new(64, 64)),
+            3,
+            &mut noise(),
+            &mut |_| ControlFlow::Continue(()),
+        )
+    };
+    let free = run(&t2v, Method::SelfCascade).unwrap();
+    let err = run(&t2v, Method::SelfCascadeTuned).unwrap_err();
+    assert!(err.to_string().contains("set_feature_upsampler"), "{err}");
+    let channels = t2v.unet.injection_channels();
+    let up = |c: f64, k: f64| {
+        Box::new(Scaled {
+            channels: channels.clone(),
+            c,
+            k,
+        })
+    };
+    let bad = Box::new(Scaled {
+        channels: vec![16, 32],
+        c: 1.0,
+        k: 0.0,
+    });
+    assert!(t2v.set_feature_upsampler(bad, 100.0).is_err());
+    let max_diff =
+        |a: &Tensor<B, 5>, b: &Tensor<B, 5>| (a.clone() - b.clone()).abs().max().into_scalar();
+    for (c, k, t_min, same) in [
+        (0.0, 0.0, 100.0, true),
+        (0.5, 0.01, 1000.0, true),
+        (0.5, 0.01, 100.0, false),
+    ] {
+        t2v.set_feature_upsampler(up(c, k), t_min).unwrap();
+        let tuned = run(&t2v, Method::SelfCascadeTuned).unwrap();
+        assert_eq!(max_diff(&tuned.stages[0], &free.stages[0]), 0.0);
+        let d = max_diff(&tuned.latent, &free.latent);
+        assert_eq!(
+            d == 0.0,
+            same,
+            "c {c}, k {k}, t_min {t_min}: stage 1 differs by {d}"
+        );
+    }
 }

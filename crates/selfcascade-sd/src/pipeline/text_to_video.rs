@@ -1,23 +1,25 @@
 //! Text-to-video at higher resolution with ModelScope text-to-video (diffusers' `TextToVideoSDPipeline`
-//! folder layout): direct sampling, Attn-SF, and the tuning-free self-cascade, whose stages resize every
+//! folder layout): direct sampling, Attn-SF, the tuning-free self-cascade, whose stages resize every
 //! frame of the previous stage's clean video latent (the frame count stays fixed) and re-noise it
-//! (diffusers' `VideoToVideoSDPipeline` on latents).
+//! (diffusers' `VideoToVideoSDPipeline` on latents), and the tuned self-cascade (feature upsamplers
+//! applied per frame, with the time embedding repeated per frame).
 
 use super::attn_sf::AttnSf;
 use super::image::{to_rgb8, RgbImage};
+use super::sampling::FeatureInjection;
 use super::stable_diffusion::{
     encode_prompt_with, training_size, GenerateRequest, Method, PromptEmbeds,
 };
 use crate::clip::text_model::CLIPTextModel;
 use crate::clip::tokenizer::ClipTokenizer;
 use crate::error::{Error, Result};
-use crate::unet::{UNet3DConditionModel, UNetHooks};
+use crate::unet::{fold_frames, PivotInjection, UNet3DConditionModel, UNetHooks};
 use crate::vae::{AutoencoderKL, Tiling};
 use burn::tensor::{backend::Backend, Tensor};
 use selfcascade_core::scheduler::{self, PredictionType, SchedulerConfig};
 use selfcascade_core::{
-    CascadeOutput, ClassifierFreeGuidance, Denoiser, Interpolation, NoiseSource, Progress,
-    ScalePlan, SelfCascadeConfig, SelfCascadeSampler, Size, StepContext,
+    CascadeOutput, ClassifierFreeGuidance, Denoiser, FeatureUpsampler, Interpolation, NoiseSource,
+    Progress, ScalePlan, SelfCascadeConfig, SelfCascadeSampler, Size, StepContext,
 };
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -35,6 +37,8 @@ pub struct TextToVideo<B: Backend> {
     pub tokenizer: Option<ClipTokenizer>,
     /// `scheduler/scheduler_config.json`.
     pub scheduler_config: SchedulerConfig,
+    /// The tuned method's feature upsamplers and their t_min.
+    feature_upsampler: Option<(Box<dyn FeatureUpsampler<B>>, f64)>,
     folder: PathBuf,
     device: B::Device,
 }
@@ -77,9 +81,28 @@ impl<B: Backend> TextToVideo<B> {
             scheduler_config: SchedulerConfig::from_file(
                 dir.join("scheduler").join("scheduler_config.json"),
             )?,
+            feature_upsampler: None,
             folder: dir.to_path_buf(),
             device: device.clone(),
         })
+    }
+
+    /// Attaches the feature upsamplers φ_n that [`Method::SelfCascadeTuned`] injects (per frame) while
+    /// the timestep t > `t_min`. Errors, leaving the pipeline unchanged, when their injection points or
+    /// channels do not match this UNet's or `t_min` is not finite.
+    pub fn set_feature_upsampler(
+        &mut self,
+        upsampler: Box<dyn FeatureUpsampler<B>>,
+        t_min: f64,
+    ) -> Result<()> {
+        if !t_min.is_finite() {
+            return Err(Error::Input(format!(
+                "feature injection t_min {t_min} is not finite"
+            )));
+        }
+        self.unet.check_feature_upsampler(upsampler.as_ref())?;
+        self.feature_upsampler = Some((upsampler, t_min));
+        Ok(())
     }
 
     /// The folder the pipeline was loaded from.
@@ -127,13 +150,16 @@ impl<B: Backend> TextToVideo<B> {
         let target = Size::new(request.width, request.height);
         let align = self.alignment();
         match request.method {
-            Method::SelfCascade => Ok(ScalePlan::new(self.base_size(), target, align)?),
+            Method::SelfCascade | Method::SelfCascadeTuned => {
+                Ok(ScalePlan::new(self.base_size(), target, align)?)
+            }
             Method::Direct | Method::AttnSf => {
                 ScalePlan::new(Size::new(align, align), target, align)?;
                 Ok(ScalePlan::single(target))
             }
             other => Err(Error::Input(format!(
-                "method `{}` is not available for video (available: direct, attn-sf, self-cascade)",
+                "method `{}` is not available for video (available: direct, attn-sf, self-cascade, \
+                 self-cascade-tuned)",
                 other.name()
             ))),
         }
@@ -179,6 +205,20 @@ impl<B: Backend> TextToVideo<B> {
             request.scheduler,
             request.eta.unwrap_or(0.0),
         )?;
+        let injection = match (request.method, &self.feature_upsampler) {
+            (Method::SelfCascadeTuned, Some((up, t_min))) => Some(FeatureInjection {
+                upsampler: up.as_ref(),
+                t_min: *t_min,
+            }),
+            (Method::SelfCascadeTuned, None) => {
+                return Err(Error::Input(
+                    "the self-cascade-tuned method needs feature upsamplers trained for this video \
+                     UNet (TextToVideo::set_feature_upsampler), or use the tuning-free `self-cascade`"
+                        .into(),
+                ))
+            }
+            _ => None,
+        };
         let cfg = request.guidance > 1.0;
         let denoiser = VideoDenoiser {
             unet: &self.unet,
@@ -190,6 +230,7 @@ impl<B: Backend> TextToVideo<B> {
             prediction: sched.prediction_type(),
             attn_sf: (request.method == Method::AttnSf)
                 .then(|| AttnSf::new(self.base_size().pixels(), plan.target().pixels())),
+            injection,
         };
         let mut sampler = SelfCascadeSampler::<B, 5> {
             scheduler: sched.as_mut(),
@@ -271,6 +312,8 @@ struct VideoDenoiser<'a, B: Backend> {
     context: Tensor<B, 3>,
     prediction: PredictionType,
     attn_sf: Option<AttnSf>,
+    /// The tuned method's injection (stages r ≥ 1, t > t_min), as for images.
+    injection: Option<FeatureInjection<'a, B>>,
 }
 
 impl<B: Backend> Denoiser<B, 5> for VideoDenoiser<'_, B> {
@@ -300,8 +343,17 @@ impl<B: Backend> Denoiser<B, 5> for VideoDenoiser<'_, B> {
         let attn = self
             .attn_sf
             .map(|rule| move |tokens: usize| rule.scale(tokens));
+        // The pivot video as the sampler hands it over, frames folded into the batch for the UNet.
+        let pivot = match (&self.injection, &ctx.pivot) {
+            (Some(fi), Some(latent)) if fi.active_at(ctx.timestep) => Some(PivotInjection {
+                latent: fold_frames(latent.clone()),
+                upsampler: fi.upsampler,
+            }),
+            _ => None,
+        };
         let hooks = UNetHooks {
             self_attention_scale: attn.as_ref().map(|f| f as &dyn Fn(usize) -> f64),
+            pivot,
             ..Default::default()
         };
         Ok(self

@@ -426,3 +426,73 @@ pub(crate) fn up_path<B: Backend>(
     }
     Ok(x)
 }
+
+/// Injection points of the tuned self-cascade variant: after the first (up to) three down blocks, then
+/// after the mid block.
+pub(crate) const DOWN_INJECTIONS: usize = 3;
+
+/// Channels at each injection point: those of down blocks 0..min(3, n), then the mid block's.
+pub(crate) fn injection_channels(block_out_channels: &[usize], mid: usize) -> Vec<usize> {
+    let mut out: Vec<usize> = block_out_channels
+        .iter()
+        .take(DOWN_INJECTIONS)
+        .copied()
+        .collect();
+    out.push(mid);
+    out
+}
+
+/// The encoder half shared by the image and video UNets: the down blocks, then the mid block, on `x`
+/// (after `conv_in`). With the tuned variant's `pivot` (the pivot's features after the same input
+/// layers, and the upsamplers φ_n), the pivot runs through the same blocks with plain hooks and
+/// φ_n(pivot features, `emb`) is added to `x` after down blocks 0..min(3, n) and after the mid block
+/// (the skip states keep the un-injected outputs). `cond` is (silu(temb), text context, frames).
+/// Returns the mid block's output and the skip states, starting with `x`.
+pub(crate) fn down_path<B: Backend>(
+    down_blocks: &[DownBlock2D<B>],
+    mid_block: &UNetMidBlock2DCrossAttn<B>,
+    x: Tensor<B, 4>,
+    pivot: Option<(Tensor<B, 4>, &dyn selfcascade_core::FeatureUpsampler<B>)>,
+    emb: &Tensor<B, 2>,
+    cond: (&Tensor<B, 2>, &Tensor<B, 3>, usize),
+    hooks: &UNetHooks<'_, B>,
+) -> Result<(Tensor<B, 4>, Vec<Tensor<B, 4>>)> {
+    let (temb_act, context, frames) = cond;
+    let plain = UNetHooks::default();
+    let inject = |n: usize,
+                  x: Tensor<B, 4>,
+                  features: Tensor<B, 4>,
+                  up: &dyn selfcascade_core::FeatureUpsampler<B>|
+     -> Result<Tensor<B, 4>> {
+        let [xb, xc, xh, xw] = x.dims();
+        let delta = up.upsample(n, features, emb.clone(), (xh, xw))?;
+        if delta.dims() != [xb, xc, xh, xw] {
+            return Err(Error::Input(format!(
+                "feature upsampler {n} returned shape {:?}; expected [{xb}, {xc}, {xh}, {xw}]",
+                delta.dims()
+            )));
+        }
+        Ok(x.add(delta))
+    };
+    let mut x = x;
+    let mut pivot = pivot;
+    let mut skips = vec![x.clone()];
+    for (i, block) in down_blocks.iter().enumerate() {
+        let (out, states) = block.forward(x, temb_act, context, frames, hooks)?;
+        skips.extend(states);
+        x = out;
+        if let Some((p, up)) = pivot.take() {
+            let (p, _) = block.forward(p, temb_act, context, frames, &plain)?;
+            if i < DOWN_INJECTIONS {
+                x = inject(i, x, p.clone(), up)?;
+            }
+            pivot = Some((p, up));
+        }
+    }
+    x = mid_block.forward(x, temb_act, context, frames, hooks)?;
+    if let Some((p, up)) = pivot {
+        let p = mid_block.forward(p, temb_act, context, frames, &plain)?;
+        x = inject(down_blocks.len().min(DOWN_INJECTIONS), x, p, up)?;
+    }
+    Ok((x, skips))
+}

@@ -170,3 +170,22 @@ pub fn redilated_conv<B: Backend>(
     let y = conv.forward_dilated(x, d as usize);
     Ok(resize_bilinear(y, plain_size))
 }
+
+/// Errors unless `upsampler` has one point per entry of `expected`, with those channels (a UNet's
+/// injection channels).
+pub(crate) fn check_upsampler_channels<B: Backend>(
+    upsampler: &dyn selfcascade_core::FeatureUpsampler<B>,
+    expected: &[usize],
+) -> Result<()> {
+    let up = upsampler;
+    let got: Vec<usize> = (0..up.num_points()).map(|n| up.channels(n)).collect();
+    if got != expected {
+        return Err(Error::Input(format!(
+            "the feature upsampler has {} injection points with channels {got:?}; this UNet injects \
+             at {} points with channels {expected:?}",
+            got.len(),
+            expected.len()
+        )));
+    }
+    Ok(())
+}

@@ -38,6 +38,6 @@ pub use hooks::{
     redilated_conv, resize_bilinear, resize_nearest, PivotInjection, UNetHooks, MAX_DILATION,
 };
 pub use model::UNet2DConditionModel;
-pub use model3d::UNet3DConditionModel;
+pub use model3d::{fold_frames, UNet3DConditionModel};
 pub use resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
 pub use temporal::{TemporalConv, TemporalConvLayer, TemporalConvStage, TransformerTemporalModel};

@@ -1,6 +1,9 @@
 //! `UNet2DConditionModel`: construction from a diffusers folder and the forward pass.
 
-use super::blocks::{up_path, BlockSpec, DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D};
+use super::blocks::{
+    down_path, injection_channels, up_path, BlockSpec, DownBlock2D, UNetMidBlock2DCrossAttn,
+    UpBlock2D,
+};
 use super::config::{BlockKind, UNet2DConditionConfig, UNetArch};
 use super::embeddings::{timestep_embedding, timestep_tensor, TimestepEmbedding};
 use super::hooks::UNetHooks;
@@ -37,9 +40,6 @@ pub struct UNet2DConditionModel<B: Backend> {
     #[module(skip)]
     arch: UNetArch,
 }
-
-/// Injection points of the tuned self-cascade variant: after the first (up to) three down blocks.
-const DOWN_INJECTIONS: usize = 3;
 
 impl<B: Backend> UNet2DConditionModel<B> {
     /// Builds the model from `config` with parameters from `vb` (loaded or randomly initialised
@@ -165,10 +165,7 @@ impl<B: Backend> UNet2DConditionModel<B> {
     /// Channels of the features at each injection point of [`super::PivotInjection`]: after down
     /// blocks 0..min(3, n) and after the mid block (SD 2.1: `[320, 640, 1280, 1280]`).
     pub fn injection_channels(&self) -> Vec<usize> {
-        let ch = &self.config.block_out_channels;
-        let mut out: Vec<usize> = ch.iter().take(DOWN_INJECTIONS).copied().collect();
-        out.push(self.mid_block.channels());
-        out
+        injection_channels(&self.config.block_out_channels, self.mid_block.channels())
     }
 
     /// Width of the time embedding `temb` passed to the blocks (and to feature upsamplers).
@@ -279,47 +276,20 @@ impl<B: Backend> UNet2DConditionModel<B> {
             }
         };
 
-        let mut x = self.conv_in.forward(center(sample));
-        let mut pivot = hooks
+        let x = self.conv_in.forward(center(sample));
+        let pivot = hooks
             .pivot
             .as_ref()
             .map(|p| (self.conv_in.forward(center(p.latent.clone())), p.upsampler));
-        let plain = UNetHooks::default();
-        let mut skips = vec![x.clone()];
-        let inject = |n: usize,
-                      x: Tensor<B, 4>,
-                      features: Tensor<B, 4>,
-                      up: &dyn selfcascade_core::FeatureUpsampler<B>|
-         -> Result<Tensor<B, 4>> {
-            let [xb, xc, xh, xw] = x.dims();
-            let delta = up.upsample(n, features, emb.clone(), (xh, xw))?;
-            if delta.dims() != [xb, xc, xh, xw] {
-                return Err(Error::Input(format!(
-                    "feature upsampler {n} returned shape {:?}; expected [{xb}, {xc}, {xh}, {xw}]",
-                    delta.dims()
-                )));
-            }
-            Ok(x.add(delta))
-        };
-        for (i, block) in self.down_blocks.iter().enumerate() {
-            let (out, states) = block.forward(x, &temb_act, &context, 1, hooks)?;
-            skips.extend(states);
-            x = out;
-            if let Some((p, up)) = pivot.take() {
-                let (p, _) = block.forward(p, &temb_act, &context, 1, &plain)?;
-                if i < DOWN_INJECTIONS {
-                    x = inject(i, x, p.clone(), up)?;
-                }
-                pivot = Some((p, up));
-            }
-        }
-        x = self.mid_block.forward(x, &temb_act, &context, 1, hooks)?;
-        if let Some((p, up)) = pivot.take() {
-            let p = self.mid_block.forward(p, &temb_act, &context, 1, &plain)?;
-            let n = self.down_blocks.len().min(DOWN_INJECTIONS);
-            x = inject(n, x, p, up)?;
-        }
-
+        let (x, skips) = down_path(
+            &self.down_blocks,
+            &self.mid_block,
+            x,
+            pivot,
+            &emb,
+            (&temb_act, &context, 1),
+            hooks,
+        )?;
         let x = up_path(&self.up_blocks, x, skips, &temb_act, &context, 1, hooks)?;
         let x = self.conv_norm_out.forward_silu(x);
         Ok(self.conv_out.forward(x))
@@ -343,18 +313,7 @@ impl<B: Backend> UNet2DConditionModel<B> {
         &self,
         upsampler: &dyn selfcascade_core::FeatureUpsampler<B>,
     ) -> Result<()> {
-        let expected = self.injection_channels();
-        let up = upsampler;
-        let got: Vec<usize> = (0..up.num_points()).map(|n| up.channels(n)).collect();
-        if got != expected {
-            return Err(Error::Input(format!(
-                "the feature upsampler has {} injection points with channels {got:?}; this UNet injects \
-                 at {} points with channels {expected:?}",
-                got.len(),
-                expected.len()
-            )));
-        }
-        Ok(())
+        super::hooks::check_upsampler_channels(upsampler, &self.injection_channels())
     }
 }
 

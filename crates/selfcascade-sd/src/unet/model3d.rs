@@ -1,7 +1,10 @@
 //! `UNet3DConditionModel` (ModelScope text-to-video): construction from a diffusers folder and the
 //! forward pass on video latents `[B, C, T, h, w]`.
 
-use super::blocks::{up_path, BlockSpec, DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D};
+use super::blocks::{
+    down_path, injection_channels, up_path, BlockSpec, DownBlock2D, UNetMidBlock2DCrossAttn,
+    UpBlock2D,
+};
 use super::config::{BlockKind, UNetArch};
 use super::config3d::UNet3DConditionConfig;
 use super::embeddings::{timestep_embedding, timestep_tensor, TimestepEmbedding};
@@ -148,11 +151,32 @@ impl<B: Backend> UNet3DConditionModel<B> {
         &self.arch
     }
 
+    /// Channels of the features at each injection point of the tuned variant (as the image UNet:
+    /// after down blocks 0..min(3, n), then the mid block; ModelScope: `[320, 640, 1280, 1280]`).
+    pub fn injection_channels(&self) -> Vec<usize> {
+        injection_channels(&self.config.block_out_channels, self.mid_block.channels())
+    }
+
+    /// Width of the time embedding passed to the blocks (and, one row per frame, to feature upsamplers).
+    pub fn time_embed_dim(&self) -> usize {
+        self.arch.time_embed_dim
+    }
+
+    /// Errors unless `upsampler` has this UNet's injection points and channels.
+    pub fn check_feature_upsampler(
+        &self,
+        upsampler: &dyn selfcascade_core::FeatureUpsampler<B>,
+    ) -> Result<()> {
+        super::hooks::check_upsampler_channels(upsampler, &self.injection_channels())
+    }
+
     /// Predicts for `sample` `[B, in_channels, T, h, w]` (any T, h, w ≥ 1) at `timesteps` (one value
     /// for the whole batch, or one per video) with text `encoder_hidden_states` `[B, M,
     /// cross_attention_dim]`. Returns `[B, out_channels, T, h, w]`. `hooks` reach the spatial layers
-    /// (Attn-SF scales the spatial self-attention only, re-dilation the spatial convolutions); the
-    /// tuned variant's pivot injection is not supported by the video UNet and is an error.
+    /// (Attn-SF scales the spatial self-attention only, re-dilation the spatial convolutions). The tuned
+    /// variant's pivot (`hooks.pivot`) is the previous stage's clean video at half the frame size with
+    /// its frames folded into the batch, `[B·T, C, h/2, w/2]` ([`fold_frames`]); it runs through the
+    /// same input layers and blocks, and φ_n gets the time embedding repeated per frame.
     pub fn forward(
         &self,
         sample: Tensor<B, 5>,
@@ -175,12 +199,16 @@ impl<B: Backend> UNet3DConditionModel<B> {
                  for a sample of batch {b}"
             )));
         }
-        if hooks.pivot.is_some() {
-            return Err(Error::Input(
-                "pivot feature injection (the tuned self-cascade variant) is not supported by the \
-                 video UNet"
-                    .into(),
-            ));
+        if let Some(pivot) = &hooks.pivot {
+            let [pb, pc, ph, pw] = pivot.latent.dims();
+            if pb != b * t || pc != c || 2 * ph != h || 2 * pw != w {
+                return Err(Error::Input(format!(
+                    "pivot latent has shape [{pb}, {pc}, {ph}, {pw}]; for a sample [{b}, {c}, {t}, {h}, \
+                     {w}] it must be the frames folded into the batch at half the size, [{}, {c}, h/2, w/2]",
+                    b * t
+                )));
+            }
+            self.check_feature_upsampler(pivot.upsampler)?;
         }
         let device = sample.device();
         let timesteps = timestep_tensor::<B>(b, timesteps, &device)?;
@@ -195,25 +223,40 @@ impl<B: Backend> UNet3DConditionModel<B> {
                 .repeat_dim(1, t)
                 .reshape([rows * t, k])
         };
-        let temb_act = kernels::silu(per_frame_2(emb));
+        let emb = per_frame_2(emb);
+        let temb_act = kernels::silu(emb.clone());
         let context = encoder_hidden_states
             .unsqueeze_dim::<4>(1)
             .repeat_dim(1, t)
             .reshape([b * t, m, d]);
 
-        let frames = sample.swap_dims(1, 2).reshape([b * t, c, h, w]);
-        let mut x = self.conv_in.forward(frames);
-        x = self.transformer_in.forward(x, t)?;
-        let mut skips = vec![x.clone()];
-        for block in &self.down_blocks {
-            let (out, states) = block.forward(x, &temb_act, &context, t, hooks)?;
-            skips.extend(states);
-            x = out;
-        }
-        x = self.mid_block.forward(x, &temb_act, &context, t, hooks)?;
+        let input = |x: Tensor<B, 4>| -> Result<Tensor<B, 4>> {
+            self.transformer_in.forward(self.conv_in.forward(x), t)
+        };
+        let x = input(fold_frames(sample))?;
+        let pivot = match &hooks.pivot {
+            Some(p) => Some((input(p.latent.clone())?, p.upsampler)),
+            None => None,
+        };
+        let (x, skips) = down_path(
+            &self.down_blocks,
+            &self.mid_block,
+            x,
+            pivot,
+            &emb,
+            (&temb_act, &context, t),
+            hooks,
+        )?;
         let x = up_path(&self.up_blocks, x, skips, &temb_act, &context, t, hooks)?;
         let x = self.conv_out.forward(self.conv_norm_out.forward_silu(x));
         let out_c = x.dims()[1];
         Ok(x.reshape([b, t, out_c, h, w]).swap_dims(1, 2))
     }
+}
+
+/// `[B, C, T, h, w]` → `[B·T, C, h, w]`: the frames of each video adjacent in the batch (the video UNet's
+/// layout for its spatial layers, and for a pivot).
+pub fn fold_frames<B: Backend>(x: Tensor<B, 5>) -> Tensor<B, 4> {
+    let [b, c, t, h, w] = x.dims();
+    x.swap_dims(1, 2).reshape([b * t, c, h, w])
 }
