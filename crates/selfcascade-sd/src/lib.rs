@@ -10,6 +10,7 @@
 pub mod clip;
 pub mod error;
 pub mod load;
+pub mod lvdm;
 pub mod nn;
 pub mod pipeline;
 pub mod train;

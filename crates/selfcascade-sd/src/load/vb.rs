@@ -69,6 +69,12 @@ impl Weights {
 
     /// Errors if the store holds tensors that no module took (strict loading).
     pub fn finish(&self) -> Result<()> {
+        self.finish_under("")
+    }
+
+    /// [`Self::finish`] for the tensors whose names start with `prefix` only (one model of a
+    /// checkpoint that holds several, e.g. `model.diffusion_model.` of a latent-diffusion `.ckpt`).
+    pub fn finish_under(&self, prefix: &str) -> Result<()> {
         let Some(store) = &self.store else {
             return Ok(());
         };
@@ -76,7 +82,10 @@ impl Weights {
             .used
             .lock()
             .map_err(|_| Error::Weights("weight accounting poisoned".into()))?;
-        let extra: Vec<&str> = store.names().filter(|n| !used.contains(*n)).collect();
+        let extra: Vec<&str> = store
+            .names()
+            .filter(|n| n.starts_with(prefix) && !used.contains(*n))
+            .collect();
         if extra.is_empty() {
             return Ok(());
         }

@@ -33,6 +33,7 @@ pub use config::{
     BlockKind, BoolPerBlock, PerBlock, UNet2DConditionConfig, UNetArch, HARMLESS_FIELDS,
 };
 pub use config3d::UNet3DConditionConfig;
+pub(crate) use embeddings::timestep_tensor;
 pub use embeddings::{timestep_embedding, TimestepEmbedding};
 pub use hooks::{
     redilated_conv, resize_bilinear, resize_nearest, PivotInjection, UNetHooks, MAX_DILATION,
@@ -40,4 +41,5 @@ pub use hooks::{
 pub use model::UNet2DConditionModel;
 pub use model3d::{fold_frames, UNet3DConditionModel};
 pub use resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
+pub(crate) use temporal::{fold_frames as from_video_layout, unfold_frames as to_video_layout};
 pub use temporal::{TemporalConv, TemporalConvLayer, TemporalConvStage, TransformerTemporalModel};

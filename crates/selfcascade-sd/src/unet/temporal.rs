@@ -13,7 +13,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{backend::Backend, Tensor};
 
 /// `[B·T, C, H, W]` → `[B, C, T, H·W]`: one video per row, frames along dim 2.
-fn unfold_frames<B: Backend>(x: Tensor<B, 4>, frames: usize) -> Result<Tensor<B, 4>> {
+pub(crate) fn unfold_frames<B: Backend>(x: Tensor<B, 4>, frames: usize) -> Result<Tensor<B, 4>> {
     let [bt, c, h, w] = x.dims();
     if frames == 0 || !bt.is_multiple_of(frames) {
         return Err(Error::Input(format!(
@@ -24,7 +24,7 @@ fn unfold_frames<B: Backend>(x: Tensor<B, 4>, frames: usize) -> Result<Tensor<B,
 }
 
 /// `[B, C, T, H·W]` → `[B·T, C, H, W]`.
-fn fold_frames<B: Backend>(x: Tensor<B, 4>, h: usize, w: usize) -> Tensor<B, 4> {
+pub(crate) fn fold_frames<B: Backend>(x: Tensor<B, 4>, h: usize, w: usize) -> Tensor<B, 4> {
     let [b, c, t, _] = x.dims();
     x.swap_dims(1, 2).reshape([b * t, c, h, w])
 }

@@ -1,0 +1,160 @@
+//! LVDM's UNet from a latent-diffusion `.ckpt` against the PyTorch reference of `tools/oracle/lvdm.py`
+//! (written from the model's equations; its spatial part checked there against diffusers' SD 1.x UNet).
+
+use burn::backend::Flex;
+use burn::module::{Module, Param};
+use burn::tensor::{Tensor, TensorData};
+use selfcascade_sd::load::TensorStore;
+use selfcascade_sd::lvdm::blocks::SpatialTemporalTransformer;
+use selfcascade_sd::lvdm::{LvdmConfig, LvdmUNet};
+use std::path::{Path, PathBuf};
+
+type B = Flex;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lvdm")
+}
+
+fn read<const D: usize>(store: &TensorStore, name: &str) -> Tensor<B, D> {
+    let t = store.read(name).unwrap();
+    let shape: [usize; D] = t.shape.clone().try_into().unwrap();
+    Tensor::from_data(TensorData::new(t.data, shape), &Default::default())
+}
+
+fn config() -> LvdmConfig {
+    LvdmConfig::from_file(&fixture().join("config.json")).unwrap()
+}
+
+fn load() -> LvdmUNet<B> {
+    LvdmUNet::load_ckpt(&fixture().join("tiny.ckpt"), &config(), &Default::default())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// max|a − b| ≤ 1e-4·max(1, max|b|), as for the other UNets.
+fn assert_close(label: &str, a: Tensor<B, 5>, b: Tensor<B, 5>) {
+    assert_eq!(a.dims(), b.dims(), "{label}");
+    let scale = b.clone().abs().max().into_scalar().max(1.0);
+    let diff = (a - b).abs().max().into_scalar();
+    eprintln!("{label}: max |burn − reference| = {diff:.3e} (scale {scale:.2})");
+    assert!(diff <= 1e-4 * scale, "{label}: {diff}");
+}
+
+fn timesteps(io: &TensorStore) -> Vec<f64> {
+    io.read("t")
+        .unwrap()
+        .data
+        .iter()
+        .map(|v| *v as f64)
+        .collect()
+}
+
+#[test]
+fn lvdm_unet_matches_the_reference_at_five_frames() {
+    let unet = load();
+    let io = TensorStore::open(&[fixture().join("io.safetensors")]).unwrap();
+    // 5 frames with relative positions clipped at distance 2: the clipping is exercised.
+    assert_eq!(unet.config().temporal_length, 2);
+    let out = unet
+        .forward(read(&io, "x"), &timesteps(&io), read(&io, "context"))
+        .unwrap();
+    assert_close("lvdm 5 frames", out, read(&io, "out"));
+    // LVDM's 16 frames (one video, the first timestep and context row).
+    let t = timesteps(&io);
+    let out = unet
+        .forward(
+            read(&io, "x16"),
+            &t[..1],
+            read::<3>(&io, "context").narrow(0, 0, 1),
+        )
+        .unwrap();
+    assert_close("lvdm 16 frames", out, read(&io, "out16"));
+}
+
+/// With one frame and every temporal attention's output projection zeroed the UNet is SD 1.x's (the
+/// oracle checks its reference against diffusers' UNet2DConditionModel on the same weights).
+#[test]
+fn one_frame_without_temporal_outputs_is_the_spatial_unet() {
+    let mut unet = load();
+    let zero = |st: &mut SpatialTemporalTransformer<B>| {
+        for block in &mut st.transformer_blocks {
+            for attn in [&mut block.attn1_tmp, &mut block.attn2_tmp] {
+                let w = attn.to_out.0.weight.val();
+                attn.to_out.0.weight = Param::from_tensor(w.zeros_like());
+                if let Some(b) = &attn.to_out.0.bias {
+                    attn.to_out.0.bias = Some(Param::from_tensor(b.val().zeros_like()));
+                }
+            }
+        }
+    };
+    let mut n = 0;
+    for block in unet
+        .input_blocks
+        .iter_mut()
+        .chain(unet.output_blocks.iter_mut())
+    {
+        if let Some(st) = &mut block.attn {
+            zero(st);
+            n += 1;
+        }
+    }
+    zero(&mut unet.middle_block.1);
+    assert_eq!(
+        n + 1,
+        11,
+        "transformers: 4 down (levels 0, 1), 1 middle, 6 up"
+    );
+    let io = TensorStore::open(&[fixture().join("io.safetensors")]).unwrap();
+    let out = unet
+        .forward(read(&io, "x1"), &timesteps(&io), read(&io, "context"))
+        .unwrap();
+    assert_close("lvdm 1 frame, spatial", out, read(&io, "out1"));
+}
+
+#[test]
+fn checkpoint_loading_is_strict_for_the_unet_and_counts_every_parameter() {
+    let unet = load();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("meta.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        unet.num_params() as u64,
+        meta["parameters"].as_u64().unwrap()
+    );
+    // Another config: the mismatch is named.
+    let wide = LvdmConfig {
+        model_channels: 32,
+        ..config()
+    };
+    let err = LvdmUNet::<B>::load_ckpt(&fixture().join("tiny.ckpt"), &wide, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("model.diffusion_model."), "{err}");
+    // Fewer levels than the checkpoint holds: its extra UNet tensors are unexpected.
+    let short = LvdmConfig {
+        channel_mult: vec![1, 2],
+        ..config()
+    };
+    let err = LvdmUNet::<B>::load_ckpt(&fixture().join("tiny.ckpt"), &short, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("model.diffusion_model"), "{err}");
+    assert!(
+        LvdmUNet::<B>::load_ckpt(Path::new("nope.ckpt"), &config(), &Default::default()).is_err()
+    );
+}
+
+#[test]
+fn malformed_inputs_are_errors() {
+    let unet = load();
+    let dev = Default::default();
+    let ctx = Tensor::<B, 3>::zeros([1, 7, 32], &dev);
+    let bad =
+        |x: Tensor<B, 5>, ctx: Tensor<B, 3>| unet.forward(x, &[1.0], ctx).unwrap_err().to_string();
+    assert!(bad(Tensor::zeros([1, 3, 2, 8, 8], &dev), ctx.clone()).contains("[1, 3, 2, 8, 8]"));
+    assert!(bad(Tensor::zeros([1, 4, 2, 6, 8], &dev), ctx.clone()).contains("multiple of 4"));
+    assert!(bad(
+        Tensor::zeros([1, 4, 2, 8, 8], &dev),
+        Tensor::zeros([1, 7, 16], &dev)
+    )
+    .contains("context"));
+}
