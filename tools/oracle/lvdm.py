@@ -6,7 +6,10 @@ convolution weights), at a tiny size. It writes crates/selfcascade-sd/tests/fixt
 
 - tiny.ckpt: `torch.save({"state_dict": ...})` as a Lightning checkpoint (plus two DDPM buffers, which a UNet
   loader must skip), every parameter re-drawn (oracle_util.randomize; the temporal attentions' relative-position
-  tables N(0, 0.5²));
+  tables N(0, 0.5²)); it also holds, as LVDM's checkpoint does, the first-stage VAE under `first_stage_model.*`
+  (latent diffusion's names) and the text encoder under `cond_stage_model.transformer.text_model.*`: the tiny
+  sd15 fixture's VAE and text encoder (fixtures/models/sd15), so their committed diffusers references apply;
+  the VAE's renaming is checked by converting it back with diffusers' `convert_ldm_vae_checkpoint`;
 - config.json: the UNet config (LVDM's yaml field names);
 - io.safetensors: `x` [2, 4, 5, 8, 8], `t`, `context` [2, 7, 32] and the output `out` (float64 run, stored as
   float32); `x1`/`out1`: one frame with every temporal attention's output projection zeroed;
@@ -309,6 +312,46 @@ def diffusers_config(c):
                 norm_num_groups=c["norm_num_groups"], flip_sin_to_cos=True, freq_shift=0)
 
 
+def vae_to_ldm(sd, levels):
+    """diffusers AutoencoderKL names -> latent diffusion's (the inverse of diffusers' conversion)."""
+    out = {}
+    for k, v in sd.items():
+        n = k.replace("conv_norm_out", "norm_out")
+        for part in ("encoder", "decoder"):
+            n = n.replace(f"{part}.mid_block.resnets.0.", f"{part}.mid.block_1.")
+            n = n.replace(f"{part}.mid_block.resnets.1.", f"{part}.mid.block_2.")
+            if f"{part}.mid_block.attentions.0." in n:
+                n = n.replace(f"{part}.mid_block.attentions.0.", f"{part}.mid.attn_1.")
+                n = (n.replace("group_norm.", "norm.").replace("to_q.", "q.").replace("to_k.", "k.")
+                     .replace("to_v.", "v.").replace("to_out.0.", "proj_out."))
+                if v.dim() == 2:
+                    v = v[:, :, None, None]
+        for i in range(levels):
+            n = n.replace(f"encoder.down_blocks.{i}.resnets.", f"encoder.down.{i}.block.")
+            n = n.replace(f"encoder.down_blocks.{i}.downsamplers.0.", f"encoder.down.{i}.downsample.")
+            n = n.replace(f"decoder.up_blocks.{i}.resnets.", f"decoder.up.{levels - 1 - i}.block.")
+            n = n.replace(f"decoder.up_blocks.{i}.upsamplers.0.", f"decoder.up.{levels - 1 - i}.upsample.")
+        out[n.replace("conv_shortcut", "nin_shortcut")] = v
+    return out
+
+
+def first_and_cond_stage():
+    """The sd15 fixture's VAE and text encoder in LVDM's checkpoint names."""
+    from diffusers import AutoencoderKL
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+    from safetensors.torch import load_file
+
+    fam = os.path.join(ROOT, "crates", "selfcascade-sd", "tests", "fixtures", "models", "sd15")
+    vae = AutoencoderKL.from_pretrained(os.path.join(fam, "vae"))
+    vsd = vae.state_dict()
+    ldm = {"first_stage_model." + k: v for k, v in vae_to_ldm(vsd, len(vae.config.block_out_channels)).items()}
+    back = convert_ldm_vae_checkpoint(ldm, dict(vae.config))
+    assert back.keys() == vsd.keys() and all(torch.equal(back[k], vsd[k]) for k in vsd), "VAE renaming"
+    te = load_file(os.path.join(fam, "text_encoder", "model.safetensors"))
+    ldm.update({"cond_stage_model.transformer." + k: v for k, v in te.items()})
+    return ldm
+
+
 def main():
     torch.set_grad_enabled(False)
     torch.set_num_threads(1)
@@ -352,6 +395,7 @@ def main():
     sd = {"model.diffusion_model." + k: v.float().contiguous() for k, v in ref.state_dict().items()}
     sd["betas"] = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64).float() ** 2
     sd["alphas_cumprod"] = torch.cumprod(1 - sd["betas"], 0)
+    sd.update({k: v.float().contiguous() for k, v in first_and_cond_stage().items()})
     torch.save({"state_dict": sd, "global_step": 0}, os.path.join(OUT, "tiny.ckpt"))
     with open(os.path.join(OUT, "config.json"), "w") as f:
         json.dump(CONFIG, f, indent=2)

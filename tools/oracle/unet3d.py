@@ -7,7 +7,7 @@ Writes crates/selfcascade-sd/tests/fixtures/models/ms-t2v/:
   fp16 variant);
 - io/unet.safetensors: inputs [B, C, T, h, w] and reference outputs (two cases: batch 2 × 4 frames at 8×8,
   and batch 1 × 3 frames at 6×10, where 6 and 10 are not multiples of 4 so the up-samplers get explicit sizes);
-- io/unet.safetensors also holds `pivot` and `out_pivot`: the tuned self-cascade's injection in the video UNet,
+- io/pivot.safetensors: `pivot` and `out_pivot` for case 1: the tuned self-cascade's injection in the video UNet,
   written out below (`forward_with_pivot`): the pivot video (half the frame size, frames folded into the batch)
   through conv_in, transformer_in and the same blocks, and phi_n(h, temb, size) = C[n] * nearest(h, size) +
   0.01 * mean(temb) (temb repeated per frame) added after down blocks 0..2 and the mid block;
@@ -217,11 +217,13 @@ def main():
         "what": "max |output - output with TemporalConvLayer.conv4 and TransformerTemporalModel.proj_out zeroed|",
         **temporal}
     md = {"format": "pt"}
-    save_file(f32({**x, **y, "out_pivot": y_pivot}), os.path.join(OUT, "io", "unet.safetensors"), metadata=md)
+    pivot = x.pop("pivot")
+    save_file(f32({**x, **y}), os.path.join(OUT, "io", "unet.safetensors"), metadata=md)
+    save_file(f32({"pivot": pivot, "out_pivot": y_pivot}), os.path.join(OUT, "io", "pivot.safetensors"), metadata=md)
     layer_tensors, layer_meta = layers(g, meta)
     meta["layers"] = layer_meta
     save_file(f32(layer_tensors), os.path.join(OUT, "io", "layers.safetensors"), metadata=md)
-    meta["io"] = {k: stats(v) for k, v in {**x, **y}.items()}
+    meta["io"] = {k: stats(v) for k, v in {**x, **y, "pivot": pivot, "out_pivot": y_pivot}.items()}
     meta["reference_precision"] = ("float64 from the reloaded folder, stored as float32; f32_torch_max_abs_diff = "
                                    "max |float32 PyTorch run - reference|")
     with open(os.path.join(OUT, "io", "meta.json"), "w") as f:

@@ -7,7 +7,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use selfcascade_core::scheduler::{self, SchedulerConfig, SchedulerKind};
 use selfcascade_sd::clip::text_model::{CLIPTextModel, CLIPTextModelWithProjection};
 use selfcascade_sd::clip::ClipTokenizer;
-use selfcascade_sd::unet::{PivotInjection, UNet2DConditionModel, UNet3DConditionModel, UNetHooks};
+use selfcascade_sd::unet::{
+    fold_frames, PivotInjection, UNet2DConditionModel, UNet3DConditionModel, UNetHooks,
+};
 use selfcascade_sd::vae::AutoencoderKL;
 use std::path::PathBuf;
 
@@ -175,19 +177,37 @@ fn run_component(args: RunArgs) -> CliResult {
         Component::Unet if is_unet3d(&args.model.join("unet")) => {
             let unet = UNet3DConditionModel::<Flex>::load(&args.model.join("unet"), variant, &dev)
                 .map_err(e)?;
-            if args.upsamplers.is_some() || inputs.has("pivot") {
-                return Err(
-                    "the video UNet has no feature injection: drop --upsamplers and `pivot`".into(),
-                );
-            }
+            let upsampler = match (&args.upsamplers, inputs.has("pivot")) {
+                (Some(path), true) => Some(crate::video::load_video_upsamplers::<Flex>(
+                    path, &unet, &dev,
+                )?),
+                (None, false) => None,
+                _ => {
+                    return Err(format!(
+                        "the tuned video UNet needs both --upsamplers and the input tensor `pivot` \
+                         ([B, C, T, h/2, w/2]) in {}",
+                        args.input.display()
+                    ))
+                }
+            };
             let (_, timesteps) = inputs.values("timestep")?;
             let timesteps: Vec<f64> = timesteps.iter().map(|t| *t as f64).collect();
+            let hooks = UNetHooks {
+                pivot: match &upsampler {
+                    Some(up) => Some(PivotInjection {
+                        latent: fold_frames(inputs.float::<Flex, 5>("pivot", &dev)?),
+                        upsampler: up.as_ref(),
+                    }),
+                    None => None,
+                },
+                ..Default::default()
+            };
             let y = unet
                 .forward(
                     inputs.float::<Flex, 5>("sample", &dev)?,
                     &timesteps,
                     inputs.float::<Flex, 3>("encoder_hidden_states", &dev)?,
-                    &UNetHooks::default(),
+                    &hooks,
                 )
                 .map_err(e)?;
             out.add("out", y)?;

@@ -7,8 +7,9 @@ use crate::CliResult;
 use burn::tensor::backend::Backend;
 use clap::Args;
 use selfcascade_core::scheduler::SchedulerKind;
-use selfcascade_core::SeededNoise;
+use selfcascade_core::{FeatureUpsampler, SeededNoise};
 use selfcascade_sd::pipeline::{GenerateRequest, Method, RgbImage, TextToVideo};
+use selfcascade_sd::unet::UNet3DConditionModel;
 use selfcascade_sd::upsampler::{LightUpsamplerConfig, ResBlockUpsamplerConfig};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -159,18 +160,7 @@ impl BackendJob for VideoJob {
             .map_err(|e| e.to_string())?;
         match (&args.upsamplers, self.method) {
             (Some(path), _) => {
-                let unet = &t2v.unet;
-                let resblock = ResBlockUpsamplerConfig {
-                    channels: unet.injection_channels(),
-                    time_embed_dim: unet.time_embed_dim(),
-                    groups: unet.arch().groups,
-                    eps: ResBlockUpsamplerConfig::RELEASED_EPS,
-                };
-                let light = LightUpsamplerConfig {
-                    channels: unet.injection_channels(),
-                    time_embed_dim: unet.time_embed_dim(),
-                };
-                let up = load_upsamplers_for::<B>(path, &resblock, &light, &device)?;
+                let up = load_video_upsamplers::<B>(path, &t2v.unet, &device)?;
                 t2v.set_feature_upsampler(up, args.t_min)
                     .map_err(|e| format!("{}: {e}", path.display()))?;
             }
@@ -257,6 +247,26 @@ impl BackendJob for VideoJob {
         );
         Ok(())
     }
+}
+
+/// Feature upsamplers for the video UNet from `path` (as `generate --upsamplers`: ResBlock `.pth` or
+/// safetensors, or light safetensors), sized by its injection points.
+pub(crate) fn load_video_upsamplers<B: Backend>(
+    path: &Path,
+    unet: &UNet3DConditionModel<B>,
+    device: &B::Device,
+) -> CliResult<Box<dyn FeatureUpsampler<B>>> {
+    let resblock = ResBlockUpsamplerConfig {
+        channels: unet.injection_channels(),
+        time_embed_dim: unet.time_embed_dim(),
+        groups: unet.arch().groups,
+        eps: ResBlockUpsamplerConfig::RELEASED_EPS,
+    };
+    let light = LightUpsamplerConfig {
+        channels: unet.injection_channels(),
+        time_embed_dim: unet.time_embed_dim(),
+    };
+    load_upsamplers_for::<B>(path, &resblock, &light, device)
 }
 
 /// `OUT-frame{i:03}.png` beside `out`.

@@ -158,3 +158,39 @@ fn malformed_inputs_are_errors() {
     )
     .contains("context"));
 }
+
+/// The checkpoint's first stage (latent diffusion's names) and text encoder are the sd15 fixture's
+/// VAE and text encoder: loaded from the `.ckpt`, they reproduce that fixture's diffusers and
+/// transformers references.
+#[test]
+fn first_and_cond_stage_load_from_the_checkpoint() {
+    use selfcascade_sd::clip::config::CLIPTextConfig;
+    use selfcascade_sd::lvdm::checkpoint::{load_cond_stage, load_first_stage};
+    use selfcascade_sd::vae::AutoencoderKLConfig;
+    let dev = Default::default();
+    let sd15 = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/sd15");
+    let ckpt = fixture().join("tiny.ckpt");
+    let vae_cfg = AutoencoderKLConfig::from_file(&sd15.join("vae/config.json")).unwrap();
+    let vae = load_first_stage::<B>(&ckpt, &vae_cfg, &dev).unwrap_or_else(|e| panic!("{e}"));
+    let io = TensorStore::open(&[sd15.join("io/vae_decode.safetensors")]).unwrap();
+    let got = vae.decode(read::<4>(&io, "latent")).unwrap();
+    let want: Tensor<B, 4> = read(&io, "decoded");
+    let diff = (got - want).abs().max().into_scalar();
+    assert!(diff < 1e-4, "VAE decode from the .ckpt: {diff}");
+
+    let te_cfg = CLIPTextConfig::from_file(&sd15.join("text_encoder/config.json")).unwrap();
+    let te = load_cond_stage::<B>(&ckpt, &te_cfg, &dev).unwrap_or_else(|e| panic!("{e}"));
+    let io = TensorStore::open(&[sd15.join("io/text_encoder.safetensors")]).unwrap();
+    let (_, ids) = io.read_int("input_ids").unwrap();
+    let rows: Vec<Vec<i64>> = ids.chunks(77).map(|r| r.to_vec()).collect();
+    let got = te.forward(&rows).unwrap().last_hidden_state;
+    let want: Tensor<B, 3> = read(&io, "last_hidden_state");
+    let diff = (got - want).abs().max().into_scalar();
+    assert!(diff < 1e-4, "text encoder from the .ckpt: {diff}");
+    // The UNet's checkpoint has no text encoder of another width: a wrong config is named.
+    let wrong = CLIPTextConfig {
+        hidden_size: 64,
+        ..te_cfg
+    };
+    assert!(load_cond_stage::<B>(&ckpt, &wrong, &dev).is_err());
+}

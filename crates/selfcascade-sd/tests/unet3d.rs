@@ -255,7 +255,8 @@ fn pivot_injection_matches_the_reference() {
         .map(|t| *t as f64)
         .collect();
     let up = Trivial(unet.injection_channels());
-    let pivot = fold_frames(read::<5>(&io, "pivot"));
+    let piv = TensorStore::open(&[fixture().join("io/pivot.safetensors")]).unwrap();
+    let pivot = fold_frames(read::<5>(&piv, "pivot"));
     let run = |latent: Tensor<B, 4>, up: &Trivial| {
         unet.forward(
             read(&io, "sample"),
@@ -271,7 +272,7 @@ fn pivot_injection_matches_the_reference() {
         )
     };
     let out = run(pivot.clone(), &up).unwrap();
-    assert_close("unet3d pivot", out, read(&io, "out_pivot"));
+    assert_close("unet3d pivot", out, read(&piv, "out_pivot"));
     // A pivot of the wrong size, or upsamplers for another UNet, are errors.
     let err = run(pivot.clone().narrow(0, 0, 4), &up).unwrap_err();
     assert!(err.to_string().contains("folded"), "{err}");

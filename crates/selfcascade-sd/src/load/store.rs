@@ -148,6 +148,37 @@ impl TensorStore {
         self.metadata.get(key).map(String::as_str)
     }
 
+    /// The same tensors under new names: `rename(name, shape)` gives the new name and shape of a tensor
+    /// (a shape of the same element count, e.g. a 1×1 convolution's `[C, C, 1, 1]` as a linear layer's
+    /// `[C, C]`), or `None` to leave the tensor out. Used to read a checkpoint with another naming scheme
+    /// (latent diffusion's) through modules built with diffusers' names. Errors when two tensors get the
+    /// same name or a shape changes its element count.
+    pub fn renamed(
+        self,
+        rename: impl Fn(&str, &[usize]) -> Option<(String, Vec<usize>)>,
+    ) -> Result<Self> {
+        let mut index = BTreeMap::new();
+        for (name, (file, mut info)) in self.index {
+            let Some((new, shape)) = rename(&name, &info.shape) else {
+                continue;
+            };
+            let count = |s: &[usize]| s.iter().product::<usize>();
+            if count(&shape) != count(&info.shape) {
+                return Err(Error::Weights(format!(
+                    "tensor `{name}` {:?} cannot be read as `{new}` {shape:?}",
+                    info.shape
+                )));
+            }
+            info.shape = shape;
+            if index.insert(new.clone(), (file, info)).is_some() {
+                return Err(Error::Weights(format!(
+                    "two tensors are renamed to `{new}` (the second is `{name}`)"
+                )));
+            }
+        }
+        Ok(Self { index, ..self })
+    }
+
     /// Names of every tensor.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.index.keys().map(String::as_str)

@@ -6,6 +6,7 @@
 //! with relative positions ([`blocks::TemporalAttention`]) around the cross-attention.
 
 pub mod blocks;
+pub mod checkpoint;
 
 use crate::error::{Error, Result};
 use crate::load::{TensorStore, Vb, Weights};
