@@ -14,6 +14,7 @@ convolution weights), at a tiny size. It writes crates/selfcascade-sd/tests/fixt
 - io.safetensors: `x` [2, 4, 5, 8, 8], `t`, `context` [2, 7, 32] and the output `out` (float64 run, stored as
   float32); `x1`/`out1`: one frame with every temporal attention's output projection zeroed;
   `x16`/`out16`: one video of 16 frames (LVDM's length) at t = 981 with the first context row;
+  `sample_*`: direct sampling (3 DDIM steps as LVDM samples, guidance 7.5) from `sample_noise` [1, 4, 3, 32, 32];
 - meta.json: versions, parameter count, and the checks below.
 
 Checks (the script fails otherwise):
@@ -352,6 +353,27 @@ def first_and_cond_stage():
     return ldm
 
 
+# LVDM's sampler as diffusers' DDIM (selfcascade_sd::pipeline::LVDM_SCHEDULER).
+LVDM_DDIM = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                 clip_sample=False, set_alpha_to_one=False, steps_offset=1, timestep_spacing="leading",
+                 prediction_type="epsilon")
+
+
+def ddim_direct(unet, z, cond, uncond, steps, guidance):
+    """Text-to-video sampling from z (classifier-free guidance, eta 0), LVDM's sampler."""
+    from diffusers import DDIMScheduler
+
+    sched = DDIMScheduler(**LVDM_DDIM)
+    sched.set_timesteps(steps)
+    x = z.double()
+    for t in sched.timesteps:
+        tt = t.reshape(1).expand(2)
+        e = unet(torch.cat([x, x]), tt, torch.cat([uncond, cond]).double())
+        eu, ec = e.chunk(2)
+        x = sched.step(eu + guidance * (ec - eu), t, x).prev_sample
+    return x, [int(t) for t in sched.timesteps]
+
+
 def main():
     torch.set_grad_enabled(False)
     torch.set_num_threads(1)
@@ -400,7 +422,12 @@ def main():
     with open(os.path.join(OUT, "config.json"), "w") as f:
         json.dump(CONFIG, f, indent=2)
         f.write("\n")
-    io = {"x": x, "t": t.float(), "context": ctx, "out": out, "x1": x1, "out1": out1, "x16": x16, "out16": out16}
+    # Direct text-to-video at LVDM's latent size (32², 3 frames), 3 DDIM steps, guidance 7.5.
+    z = torch.randn(1, 4, 3, 32, 32, generator=g)
+    uncond = torch.randn(1, 7, CONFIG["context_dim"], generator=g)
+    sample, sample_t = ddim_direct(ref, z, ctx[:1], uncond, 3, 7.5)
+    io = {"x": x, "t": t.float(), "context": ctx, "out": out, "x1": x1, "out1": out1, "x16": x16, "out16": out16,
+          "sample_noise": z, "sample_uncond": uncond, "sample_out": sample}
     save_file({k: v.float().contiguous() for k, v in io.items()}, os.path.join(OUT, "io.safetensors"),
               metadata={"format": "pt"})
     meta = {"generator": "tools/oracle/lvdm.py", "versions": {"torch": torch.__version__,
@@ -408,6 +435,8 @@ def main():
             "config": CONFIG, "parameters": n, "frames": frames,
             "checks": {"spatial_vs_diffusers_max_abs": spatial_diff, "temporal_effect_max_abs": temporal},
             "out1": "one frame, every temporal attention's to_out zeroed (the spatial UNet)",
+            "sample": {"what": "diffusers DDIM (LVDM_DDIM) loop with the reference UNet from sample_noise, CFG 7.5 "
+                               "with context[0] / sample_uncond, eta 0", "timesteps": sample_t},
             "io": {k: stats(v) for k, v in io.items()}}
     with open(os.path.join(OUT, "meta.json"), "w") as f:
         json.dump(meta, f, indent=2)

@@ -8,7 +8,7 @@ use burn::tensor::backend::Backend;
 use clap::Args;
 use selfcascade_core::scheduler::SchedulerKind;
 use selfcascade_core::{FeatureUpsampler, SeededNoise};
-use selfcascade_sd::pipeline::{GenerateRequest, Method, RgbImage, TextToVideo};
+use selfcascade_sd::pipeline::{GenerateRequest, LvdmParts, Method, RgbImage, TextToVideo};
 use selfcascade_sd::unet::UNet3DConditionModel;
 use selfcascade_sd::upsampler::{LightUpsamplerConfig, ResBlockUpsamplerConfig};
 use std::path::{Path, PathBuf};
@@ -18,10 +18,19 @@ use std::time::Instant;
 #[derive(Args, Debug, Clone)]
 pub struct VideoArgs {
     /// A diffusers text-to-video folder (`unet/` holding a UNet3DConditionModel, `vae/`,
-    /// `text_encoder/`, `tokenizer/`, `scheduler/`), or a Hugging Face repo id such as
-    /// ali-vilab/text-to-video-ms-1.7b already in the local cache.
+    /// `text_encoder/`, `tokenizer/`, `scheduler/`), a Hugging Face repo id such as
+    /// ali-vilab/text-to-video-ms-1.7b already in the local cache, or an LVDM checkpoint file
+    /// (`.ckpt`, e.g. lvdm_short's `t2v.ckpt`; needs --tokenizer).
     #[arg(long)]
     pub(crate) model: PathBuf,
+    /// With an LVDM checkpoint: a CLIP ViT-L/14 tokenizer folder (`vocab.json`, `merges.txt`; e.g.
+    /// Stable Diffusion 1.5's `tokenizer/`).
+    #[arg(long)]
+    pub(crate) tokenizer: Option<PathBuf>,
+    /// With an LVDM checkpoint: a JSON file with `unet`, `vae` and/or `text_encoder` settings replacing
+    /// lvdm_short's (for other LVDM-shaped checkpoints).
+    #[arg(long)]
+    pub(crate) lvdm_config: Option<PathBuf>,
     /// What to show.
     #[arg(long)]
     pub(crate) prompt: String,
@@ -134,7 +143,9 @@ pub fn run(args: VideoArgs) -> CliResult {
     }
     check_writable(&args.out)?;
     let mut args = args;
-    args.model = resolve_model(&args.model, args.variant.as_deref())?;
+    if !args.model.is_file() {
+        args.model = resolve_model(&args.model, args.variant.as_deref())?;
+    }
     dispatch(
         args.device,
         args.dtype,
@@ -156,11 +167,29 @@ impl BackendJob for VideoJob {
     fn run<B: Backend>(self, device: B::Device) -> CliResult {
         let args = self.args;
         let t_start = Instant::now();
-        let mut t2v = TextToVideo::<B>::load(&args.model, args.variant.as_deref(), &device)
-            .map_err(|e| e.to_string())?;
+        let mut t2v = if args.model.is_file() {
+            let tokenizer = args.tokenizer.as_ref().ok_or_else(|| {
+                format!(
+                    "{} is a checkpoint file (LVDM): give its CLIP tokenizer folder with --tokenizer DIR",
+                    args.model.display()
+                )
+            })?;
+            let parts = lvdm_parts(args.lvdm_config.as_deref())?;
+            TextToVideo::<B>::load_lvdm(&args.model, tokenizer, &parts, &device)
+        } else {
+            TextToVideo::<B>::load(&args.model, args.variant.as_deref(), &device)
+        }
+        .map_err(|e| e.to_string())?;
         match (&args.upsamplers, self.method) {
             (Some(path), _) => {
-                let up = load_video_upsamplers::<B>(path, &t2v.unet, &device)?;
+                let selfcascade_sd::pipeline::VideoUNet::ModelScope(unet) = &t2v.unet else {
+                    return Err(
+                        "--upsamplers: the tuned method is implemented for ModelScope's UNet, \
+                                not for LVDM yet"
+                            .into(),
+                    );
+                };
+                let up = load_video_upsamplers::<B>(path, unet, &device)?;
                 t2v.set_feature_upsampler(up, args.t_min)
                     .map_err(|e| format!("{}: {e}", path.display()))?;
             }
@@ -267,6 +296,44 @@ pub(crate) fn load_video_upsamplers<B: Backend>(
         time_embed_dim: unet.time_embed_dim(),
     };
     load_upsamplers_for::<B>(path, &resblock, &light, device)
+}
+
+/// lvdm_short's parts, with the `unet`, `vae` and `text_encoder` objects of the JSON file `path`
+/// replacing them where given.
+fn lvdm_parts(path: Option<&Path>) -> CliResult<LvdmParts> {
+    let mut parts = LvdmParts::default();
+    let Some(path) = path else {
+        return Ok(parts);
+    };
+    let bad = |e: String| format!("--lvdm-config {}: {e}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    if let Some(obj) = v.as_object() {
+        if let Some(k) = obj
+            .keys()
+            .find(|k| !["unet", "vae", "text_encoder"].contains(&k.as_str()))
+        {
+            return Err(bad(format!(
+                "unknown key `{k}` (expected unet, vae, text_encoder)"
+            )));
+        }
+    }
+    if let Some(u) = v.get("unet") {
+        parts.unet = serde_json::from_value(u.clone()).map_err(|e| bad(format!("unet: {e}")))?;
+        parts
+            .unet
+            .validate()
+            .map_err(|e| bad(format!("unet: {e}")))?;
+    }
+    if let Some(vae) = v.get("vae") {
+        parts.vae = selfcascade_sd::vae::AutoencoderKLConfig::from_json(&vae.to_string(), "vae")
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    if let Some(te) = v.get("text_encoder") {
+        parts.text_encoder =
+            serde_json::from_value(te.clone()).map_err(|e| bad(format!("text_encoder: {e}")))?;
+    }
+    Ok(parts)
 }
 
 /// `OUT-frame{i:03}.png` beside `out`.

@@ -198,3 +198,41 @@ fn tuned_video_takes_upsamplers_for_the_video_unet() {
     );
     assert!(!ok && err.contains("wrong.safetensors"), "{err}");
 }
+
+/// An LVDM checkpoint file (the tiny one of `tools/oracle/lvdm.py`, with the sd15 fixture's VAE and
+/// text encoder inside) makes a video through the same command: the tuning-free self-cascade 128² → 256².
+#[test]
+fn lvdm_checkpoint_makes_a_video() {
+    let dir = common::tmp("video", "lvdm");
+    let ckpt = models().join("../lvdm/tiny.ckpt");
+    let read = |p: PathBuf| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let config = serde_json::json!({
+        "unet": read(models().join("../lvdm/config.json")),
+        "vae": read(models().join("sd15/vae/config.json")),
+        "text_encoder": read(models().join("sd15/text_encoder/config.json")),
+    });
+    let config_path = dir.join("lvdm.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    write_byte_tokenizer(&dir.join("tokenizer"));
+    let out = dir.join("lvdm.gif");
+    let tok = dir.join("tokenizer");
+    let base = [
+        "--lvdm-config",
+        config_path.to_str().unwrap(),
+        "--width",
+        "256",
+        "--method",
+        "self-cascade",
+    ];
+    let (ok, err) = run(&ckpt, &out, &base);
+    assert!(!ok && err.contains("--tokenizer"), "{err}");
+    let mut args = base.to_vec();
+    args.extend_from_slice(&["--tokenizer", tok.to_str().unwrap()]);
+    let (ok, err) = run(&ckpt, &out, &args);
+    assert!(ok, "{err}");
+    let frames = gif_frames(&out);
+    assert_eq!(frames.len(), 3);
+    assert!(frames.iter().all(|(w, h, _)| (*w, *h) == (256, 256)));
+}

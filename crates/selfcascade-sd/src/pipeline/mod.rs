@@ -12,4 +12,4 @@ pub use sampling::{FeatureInjection, UNetSampling};
 pub use stable_diffusion::{
     decode_latents, GenerateRequest, Method, PromptEmbeds, StableDiffusion,
 };
-pub use text_to_video::{decode_video, TextToVideo};
+pub use text_to_video::{decode_video, LvdmParts, TextToVideo, VideoUNet, LVDM_SCHEDULER};

@@ -10,11 +10,16 @@ use super::sampling::FeatureInjection;
 use super::stable_diffusion::{
     encode_prompt_with, training_size, GenerateRequest, Method, PromptEmbeds,
 };
+use crate::clip::config::CLIPTextConfig;
 use crate::clip::text_model::CLIPTextModel;
 use crate::clip::tokenizer::ClipTokenizer;
 use crate::error::{Error, Result};
+use crate::lvdm::checkpoint::{
+    clip_vit_l14_config, kl_f8_config, load_cond_stage, load_first_stage,
+};
+use crate::lvdm::{LvdmConfig, LvdmUNet};
 use crate::unet::{fold_frames, PivotInjection, UNet3DConditionModel, UNetHooks};
-use crate::vae::{AutoencoderKL, Tiling};
+use crate::vae::{AutoencoderKL, AutoencoderKLConfig, Tiling};
 use burn::tensor::{backend::Backend, Tensor};
 use selfcascade_core::scheduler::{self, PredictionType, SchedulerConfig};
 use selfcascade_core::{
@@ -24,11 +29,120 @@ use selfcascade_core::{
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-/// A loaded text-to-video folder: `unet/` (a `UNet3DConditionModel`), `scheduler/`, and optionally
-/// `vae/`, `text_encoder/`, `tokenizer/` (SD 2.x components).
+/// The denoiser of a text-to-video model.
+#[derive(Debug)]
+pub enum VideoUNet<B: Backend> {
+    /// ModelScope text-to-video (diffusers' `UNet3DConditionModel`).
+    ModelScope(UNet3DConditionModel<B>),
+    /// LVDM (the paper's model), from a latent-diffusion checkpoint.
+    Lvdm(LvdmUNet<B>),
+}
+
+impl<B: Backend> VideoUNet<B> {
+    /// Latent channels in.
+    pub fn in_channels(&self) -> usize {
+        match self {
+            Self::ModelScope(u) => u.config().in_channels,
+            Self::Lvdm(u) => u.config().in_channels,
+        }
+    }
+
+    /// Down-sampling steps (a latent side must be a multiple of 2^this).
+    pub fn num_downsamplers(&self) -> usize {
+        match self {
+            Self::ModelScope(u) => u.config().num_upsamplers(),
+            Self::Lvdm(u) => u.config().channel_mult.len().saturating_sub(1),
+        }
+    }
+
+    /// The training latent size (ModelScope: `sample_size`; LVDM: 32, its `image_size`).
+    fn sample_size(&self) -> Option<serde_json::Value> {
+        match self {
+            Self::ModelScope(u) => u.config().sample_size.clone(),
+            Self::Lvdm(_) => Some(serde_json::Value::from(32)),
+        }
+    }
+
+    /// The tuned variant's injection channels (ModelScope only; LVDM has none yet).
+    pub fn injection_channels(&self) -> Vec<usize> {
+        match self {
+            Self::ModelScope(u) => u.injection_channels(),
+            Self::Lvdm(_) => Vec::new(),
+        }
+    }
+
+    /// Errors unless `upsampler` fits this UNet's injection points.
+    pub fn check_feature_upsampler(&self, upsampler: &dyn FeatureUpsampler<B>) -> Result<()> {
+        match self {
+            Self::ModelScope(u) => u.check_feature_upsampler(upsampler),
+            Self::Lvdm(_) => Err(Error::Input(
+                "the tuned self-cascade (feature injection) is implemented for the ModelScope UNet, \
+                 not for LVDM yet"
+                    .into(),
+            )),
+        }
+    }
+
+    /// The prediction for `latents` `[B, C, T, h, w]`.
+    pub fn forward(
+        &self,
+        latents: Tensor<B, 5>,
+        timesteps: &[f64],
+        context: Tensor<B, 3>,
+        hooks: &UNetHooks<'_, B>,
+    ) -> Result<Tensor<B, 5>> {
+        match self {
+            Self::ModelScope(u) => u.forward(latents, timesteps, context, hooks),
+            Self::Lvdm(u) => {
+                if hooks.pivot.is_some() || hooks.self_attention_scale.is_some() {
+                    return Err(Error::Input(
+                        "LVDM runs direct and the tuning-free self-cascade (no Attn-SF, no feature \
+                         injection yet)"
+                            .into(),
+                    ));
+                }
+                u.forward(latents, timesteps, context)
+            }
+        }
+    }
+}
+
+/// The parts of an LVDM checkpoint and their settings (defaults: `lvdm_short`, SD v1's kl-f8 VAE, CLIP
+/// ViT-L/14; a small test checkpoint gives its own).
+#[derive(Debug, Clone)]
+pub struct LvdmParts {
+    /// The UNet.
+    pub unet: LvdmConfig,
+    /// The first-stage VAE.
+    pub vae: AutoencoderKLConfig,
+    /// The text encoder.
+    pub text_encoder: CLIPTextConfig,
+}
+
+impl Default for LvdmParts {
+    fn default() -> Self {
+        Self {
+            unet: LvdmConfig::lvdm_short(),
+            vae: kl_f8_config(),
+            text_encoder: clip_vit_l14_config(),
+        }
+    }
+}
+
+/// LVDM's noise schedule and sampler as diffusers' DDIM: betas linear in sqrt from 0.00085 to 0.012,
+/// timesteps 1, 21, …, 981 for 50 steps, and the final step's "previous ᾱ" = ᾱ_0 (`set_alpha_to_one`
+/// false), as LVDM's own DDIM sampler.
+pub const LVDM_SCHEDULER: &str = r#"{"_class_name": "DDIMScheduler", "num_train_timesteps": 1000,
+    "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "clip_sample": false,
+    "set_alpha_to_one": false, "steps_offset": 1, "timestep_spacing": "leading",
+    "prediction_type": "epsilon"}"#;
+
+/// A loaded text-to-video model: a ModelScope folder (`unet/` holding a `UNet3DConditionModel`,
+/// `scheduler/`, and optionally `vae/`, `text_encoder/`, `tokenizer/`), or an LVDM checkpoint with a
+/// CLIP tokenizer folder.
 pub struct TextToVideo<B: Backend> {
     /// The video UNet.
-    pub unet: UNet3DConditionModel<B>,
+    pub unet: VideoUNet<B>,
     /// The VAE, applied frame by frame (absent when only latents are wanted).
     pub vae: Option<AutoencoderKL<B>>,
     /// The text encoder.
@@ -68,7 +182,11 @@ impl<B: Backend> TextToVideo<B> {
         }
         let opt = |name: &str| Some(dir.join(name)).filter(|p| p.is_dir());
         Ok(Self {
-            unet: UNet3DConditionModel::load(&dir.join("unet"), variant, device)?,
+            unet: VideoUNet::ModelScope(UNet3DConditionModel::load(
+                &dir.join("unet"),
+                variant,
+                device,
+            )?),
             vae: opt("vae")
                 .map(|p| AutoencoderKL::load(&p, variant, device))
                 .transpose()?,
@@ -83,6 +201,27 @@ impl<B: Backend> TextToVideo<B> {
             )?,
             feature_upsampler: None,
             folder: dir.to_path_buf(),
+            device: device.clone(),
+        })
+    }
+
+    /// Loads an LVDM latent-diffusion checkpoint (`.ckpt`: UNet, first-stage VAE and text encoder,
+    /// with `parts`' settings) and the CLIP tokenizer in `tokenizer` (CLIP ViT-L/14's, e.g. SD 1.5's
+    /// `tokenizer/` folder); the scheduler is [`LVDM_SCHEDULER`].
+    pub fn load_lvdm(
+        ckpt: &Path,
+        tokenizer: &Path,
+        parts: &LvdmParts,
+        device: &B::Device,
+    ) -> Result<Self> {
+        Ok(Self {
+            unet: VideoUNet::Lvdm(LvdmUNet::load_ckpt(ckpt, &parts.unet, device)?),
+            vae: Some(load_first_stage(ckpt, &parts.vae, device)?),
+            text_encoder: Some(load_cond_stage(ckpt, &parts.text_encoder, device)?),
+            tokenizer: Some(ClipTokenizer::from_dir(tokenizer)?),
+            scheduler_config: SchedulerConfig::from_json(LVDM_SCHEDULER)?,
+            feature_upsampler: None,
+            folder: ckpt.to_path_buf(),
             device: device.clone(),
         })
     }
@@ -117,15 +256,12 @@ impl<B: Backend> TextToVideo<B> {
 
     /// Every side must be a multiple of this: VAE factor × the UNet's total down-sampling.
     pub fn alignment(&self) -> usize {
-        self.vae_scale_factor() << self.unet.config().num_upsamplers()
+        self.vae_scale_factor() << self.unet.num_downsamplers()
     }
 
     /// The training frame size: UNet `sample_size` × VAE factor (256² for ModelScope).
     pub fn base_size(&self) -> Size {
-        training_size(
-            self.unet.config().sample_size.as_ref(),
-            self.vae_scale_factor(),
-        )
+        training_size(self.unet.sample_size().as_ref(), self.vae_scale_factor())
     }
 
     /// Tokenizes and encodes a prompt and a negative prompt (the last hidden state, as diffusers).
@@ -239,7 +375,7 @@ impl<B: Backend> TextToVideo<B> {
                 steps: request.steps,
                 strength: request.strength,
                 latent_scale: self.vae_scale_factor(),
-                latent_channels: self.unet.config().in_channels,
+                latent_channels: self.unet.in_channels(),
                 batch,
                 frames,
                 keep_stages: request.keep_stages,
@@ -307,7 +443,7 @@ pub fn decode_video<B: Backend>(
 
 /// The video UNet as a [`Denoiser`] over `[B, C, T, h, w]`, with the text conditioning bound.
 struct VideoDenoiser<'a, B: Backend> {
-    unet: &'a UNet3DConditionModel<B>,
+    unet: &'a VideoUNet<B>,
     /// `[n, 77, D]`: n = 2 (uncond, cond) under guidance, 1 otherwise.
     context: Tensor<B, 3>,
     prediction: PredictionType,
