@@ -33,9 +33,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug)]
 pub enum VideoUNet<B: Backend> {
     /// ModelScope text-to-video (diffusers' `UNet3DConditionModel`).
-    ModelScope(UNet3DConditionModel<B>),
+    ModelScope(Box<UNet3DConditionModel<B>>),
     /// LVDM (the paper's model), from a latent-diffusion checkpoint.
-    Lvdm(LvdmUNet<B>),
+    Lvdm(Box<LvdmUNet<B>>),
 }
 
 impl<B: Backend> VideoUNet<B> {
@@ -182,11 +182,11 @@ impl<B: Backend> TextToVideo<B> {
         }
         let opt = |name: &str| Some(dir.join(name)).filter(|p| p.is_dir());
         Ok(Self {
-            unet: VideoUNet::ModelScope(UNet3DConditionModel::load(
+            unet: VideoUNet::ModelScope(Box::new(UNet3DConditionModel::load(
                 &dir.join("unet"),
                 variant,
                 device,
-            )?),
+            )?)),
             vae: opt("vae")
                 .map(|p| AutoencoderKL::load(&p, variant, device))
                 .transpose()?,
@@ -215,7 +215,7 @@ impl<B: Backend> TextToVideo<B> {
         device: &B::Device,
     ) -> Result<Self> {
         Ok(Self {
-            unet: VideoUNet::Lvdm(LvdmUNet::load_ckpt(ckpt, &parts.unet, device)?),
+            unet: VideoUNet::Lvdm(Box::new(LvdmUNet::load_ckpt(ckpt, &parts.unet, device)?)),
             vae: Some(load_first_stage(ckpt, &parts.vae, device)?),
             text_encoder: Some(load_cond_stage(ckpt, &parts.text_encoder, device)?),
             tokenizer: Some(ClipTokenizer::from_dir(tokenizer)?),
