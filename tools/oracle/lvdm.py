@@ -14,6 +14,8 @@ convolution weights), at a tiny size. It writes crates/selfcascade-sd/tests/fixt
 - io.safetensors: `x` [2, 4, 5, 8, 8], `t`, `context` [2, 7, 32] and the output `out` (float64 run, stored as
   float32); `x1`/`out1`: one frame with every temporal attention's output projection zeroed;
   `x16`/`out16`: one video of 16 frames (LVDM's length) at t = 981 with the first context row;
+  `pivot`/`out_pivot`: the tuned injection (phi_n = C[n]·nearest + 0.01·mean(temb), as unet_hooks.py) of a
+  half-size pivot video after the first three encoder levels and the middle block;
   `sample_*`: direct sampling (3 DDIM steps as LVDM samples, guidance 7.5) from `sample_noise` [1, 4, 3, 32, 32];
 - meta.json: versions, parameter count, and the checks below.
 
@@ -214,6 +216,7 @@ class UNet(nn.Module):
         self.time_embed = nn.Sequential(nn.Linear(mc, temb), nn.SiLU(), nn.Linear(temb, temb))
         st = lambda ch: SpatialTemporalTransformer(ch, heads, c["context_dim"], c["temporal_length"], g)
         self.input_blocks = nn.ModuleList([Seq([nn.Conv3d(c["in_channels"], mc, (1, 3, 3), padding=(0, 1, 1))])])
+        self.level_ends = []  # index of each level's last input block
         chans, ch, ds = [mc], mc, 1
         levels = len(c["channel_mult"])
         for level, mult in enumerate(c["channel_mult"]):
@@ -228,6 +231,7 @@ class UNet(nn.Module):
                 self.input_blocks.append(Seq([Downsample(ch)]))
                 chans.append(ch)
                 ds *= 2
+            self.level_ends.append(len(self.input_blocks) - 1)
         self.middle_block = Seq([ResBlock(ch, ch, temb, g), st(ch), ResBlock(ch, ch, temb, g)])
         self.output_blocks = nn.ModuleList()
         for level, mult in reversed(list(enumerate(c["channel_mult"]))):
@@ -242,16 +246,33 @@ class UNet(nn.Module):
                 self.output_blocks.append(Seq(layers))
         self.out = nn.Sequential(GN(g, ch, eps=1e-5), nn.SiLU(), nn.Conv3d(ch, c["out_channels"], (1, 3, 3), padding=(0, 1, 1)))
 
-    def forward(self, x, t, context):
+    def forward(self, x, t, context, pivot=None, phi=None):
+        """With `pivot` [B, C, T, h/2, w/2] and `phi(n, features [B·T, C, h, w], temb [B·T, D], size)`: the
+        tuned self-cascade's injection after the first three encoder levels (their last input block) and
+        after the middle block; the skips keep the un-injected features."""
         half = self.model_channels // 2
         freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half)
         args = t.float()[:, None] * freqs[None]
         emb = self.time_embed(torch.cat([torch.cos(args), torch.sin(args)], -1).to(x.dtype))
-        hs, h = [], x
-        for blk in self.input_blocks:
+        b, _, f = x.shape[:3]
+        fold = lambda y: y.permute(0, 2, 1, 3, 4).reshape(b * f, *y.shape[1:2], *y.shape[3:])
+        unfold = lambda y: y.reshape(b, f, *y.shape[1:]).permute(0, 2, 1, 3, 4)
+        temb = emb.repeat_interleave(f, dim=0)
+
+        def inject(n, h, p):
+            return h + unfold(phi(n, fold(p), temb, tuple(h.shape[-2:])))
+
+        hs, h, p = [], x, pivot
+        for i, blk in enumerate(self.input_blocks):
             h = blk(h, emb, context)
             hs.append(h)
+            if p is not None:
+                p = blk(p, emb, context)
+                if i in self.level_ends[:3]:
+                    h = inject(self.level_ends.index(i), h, p)
         h = self.middle_block(h, emb, context)
+        if p is not None:
+            h = inject(min(3, len(self.level_ends)), h, self.middle_block(p, emb, context))
         for blk in self.output_blocks:
             h = blk(torch.cat([h, hs.pop()], dim=1), emb, context)
         return self.out(h)
@@ -388,6 +409,14 @@ def main():
     t = torch.tensor([981, 1])
     ctx = torch.randn(2, 7, CONFIG["context_dim"], generator=g)
     out = ref(x.double(), t, ctx.double())
+    # The tuned injection (trivial phi as tools/oracle/unet_hooks.py), pivot at half the size.
+    pivot = torch.randn(2, 4, frames, 4, 4, generator=g)
+    cs = [0.5, -0.25, 0.75, 0.3]
+    phi = lambda n, h, temb, size: cs[n] * F.interpolate(h, size=size, mode="nearest") + 0.01 * temb.mean(1)[:, None, None, None]
+    zero_phi = lambda n, h, temb, size: 0.0 * F.interpolate(h, size=size, mode="nearest")
+    assert (ref(x.double(), t, ctx.double(), pivot.double(), zero_phi) - out).abs().max() < 1e-12
+    out_pivot = ref(x.double(), t, ctx.double(), pivot.double(), phi)
+    assert (out_pivot - out).abs().max() > 1e-2
     # LVDM's frame count (16), one video.
     x16 = torch.randn(1, 4, 16, 8, 8, generator=g)
     out16 = ref(x16.double(), t[:1], ctx[:1].double())
@@ -427,7 +456,7 @@ def main():
     uncond = torch.randn(1, 7, CONFIG["context_dim"], generator=g)
     sample, sample_t = ddim_direct(ref, z, ctx[:1], uncond, 3, 7.5)
     io = {"x": x, "t": t.float(), "context": ctx, "out": out, "x1": x1, "out1": out1, "x16": x16, "out16": out16,
-          "sample_noise": z, "sample_uncond": uncond, "sample_out": sample}
+          "sample_noise": z, "sample_uncond": uncond, "sample_out": sample, "pivot": pivot, "out_pivot": out_pivot}
     save_file({k: v.float().contiguous() for k, v in io.items()}, os.path.join(OUT, "io.safetensors"),
               metadata={"format": "pt"})
     meta = {"generator": "tools/oracle/lvdm.py", "versions": {"torch": torch.__version__,

@@ -179,7 +179,11 @@ fn run_component(args: RunArgs) -> CliResult {
                 .map_err(e)?;
             let upsampler = match (&args.upsamplers, inputs.has("pivot")) {
                 (Some(path), true) => Some(crate::video::load_video_upsamplers::<Flex>(
-                    path, &unet, &dev,
+                    path,
+                    unet.injection_channels(),
+                    unet.time_embed_dim(),
+                    unet.arch().groups,
+                    &dev,
                 )?),
                 (None, false) => None,
                 _ => {

@@ -9,7 +9,6 @@ use clap::Args;
 use selfcascade_core::scheduler::SchedulerKind;
 use selfcascade_core::{FeatureUpsampler, SeededNoise};
 use selfcascade_sd::pipeline::{GenerateRequest, LvdmParts, Method, RgbImage, TextToVideo};
-use selfcascade_sd::unet::UNet3DConditionModel;
 use selfcascade_sd::upsampler::{LightUpsamplerConfig, ResBlockUpsamplerConfig};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -182,14 +181,14 @@ impl BackendJob for VideoJob {
         .map_err(|e| e.to_string())?;
         match (&args.upsamplers, self.method) {
             (Some(path), _) => {
-                let selfcascade_sd::pipeline::VideoUNet::ModelScope(unet) = &t2v.unet else {
-                    return Err(
-                        "--upsamplers: the tuned method is implemented for ModelScope's UNet, \
-                                not for LVDM yet"
-                            .into(),
-                    );
-                };
-                let up = load_video_upsamplers::<B>(path, unet, &device)?;
+                let unet = &t2v.unet;
+                let up = load_video_upsamplers::<B>(
+                    path,
+                    unet.injection_channels(),
+                    unet.time_embed_dim(),
+                    unet.groups(),
+                    &device,
+                )?;
                 t2v.set_feature_upsampler(up, args.t_min)
                     .map_err(|e| format!("{}: {e}", path.display()))?;
             }
@@ -278,22 +277,25 @@ impl BackendJob for VideoJob {
     }
 }
 
-/// Feature upsamplers for the video UNet from `path` (as `generate --upsamplers`: ResBlock `.pth` or
-/// safetensors, or light safetensors), sized by its injection points.
+/// Feature upsamplers for a video UNet from `path` (as `generate --upsamplers`: ResBlock `.pth` or
+/// safetensors, or light safetensors), sized by its injection `channels`, time embedding width and
+/// GroupNorm groups.
 pub(crate) fn load_video_upsamplers<B: Backend>(
     path: &Path,
-    unet: &UNet3DConditionModel<B>,
+    channels: Vec<usize>,
+    time_embed_dim: usize,
+    groups: usize,
     device: &B::Device,
 ) -> CliResult<Box<dyn FeatureUpsampler<B>>> {
     let resblock = ResBlockUpsamplerConfig {
-        channels: unet.injection_channels(),
-        time_embed_dim: unet.time_embed_dim(),
-        groups: unet.arch().groups,
+        channels: channels.clone(),
+        time_embed_dim,
+        groups,
         eps: ResBlockUpsamplerConfig::RELEASED_EPS,
     };
     let light = LightUpsamplerConfig {
-        channels: unet.injection_channels(),
-        time_embed_dim: unet.time_embed_dim(),
+        channels,
+        time_embed_dim,
     };
     load_upsamplers_for::<B>(path, &resblock, &light, device)
 }

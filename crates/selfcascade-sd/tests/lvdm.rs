@@ -7,6 +7,7 @@ use burn::tensor::{Tensor, TensorData};
 use selfcascade_sd::load::TensorStore;
 use selfcascade_sd::lvdm::blocks::SpatialTemporalTransformer;
 use selfcascade_sd::lvdm::{LvdmConfig, LvdmUNet};
+use selfcascade_sd::unet::UNetHooks;
 use std::path::{Path, PathBuf};
 
 type B = Flex;
@@ -55,7 +56,12 @@ fn lvdm_unet_matches_the_reference_at_five_frames() {
     // 5 frames with relative positions clipped at distance 2: the clipping is exercised.
     assert_eq!(unet.config().temporal_length, 2);
     let out = unet
-        .forward(read(&io, "x"), &timesteps(&io), read(&io, "context"))
+        .forward(
+            read(&io, "x"),
+            &timesteps(&io),
+            read(&io, "context"),
+            &UNetHooks::default(),
+        )
         .unwrap();
     assert_close("lvdm 5 frames", out, read(&io, "out"));
     // LVDM's 16 frames (one video, the first timestep and context row).
@@ -65,6 +71,7 @@ fn lvdm_unet_matches_the_reference_at_five_frames() {
             read(&io, "x16"),
             &t[..1],
             read::<3>(&io, "context").narrow(0, 0, 1),
+            &UNetHooks::default(),
         )
         .unwrap();
     assert_close("lvdm 16 frames", out, read(&io, "out16"));
@@ -105,7 +112,12 @@ fn one_frame_without_temporal_outputs_is_the_spatial_unet() {
     );
     let io = TensorStore::open(&[fixture().join("io.safetensors")]).unwrap();
     let out = unet
-        .forward(read(&io, "x1"), &timesteps(&io), read(&io, "context"))
+        .forward(
+            read(&io, "x1"),
+            &timesteps(&io),
+            read(&io, "context"),
+            &UNetHooks::default(),
+        )
         .unwrap();
     assert_close("lvdm 1 frame, spatial", out, read(&io, "out1"));
 }
@@ -148,8 +160,11 @@ fn malformed_inputs_are_errors() {
     let unet = load();
     let dev = Default::default();
     let ctx = Tensor::<B, 3>::zeros([1, 7, 32], &dev);
-    let bad =
-        |x: Tensor<B, 5>, ctx: Tensor<B, 3>| unet.forward(x, &[1.0], ctx).unwrap_err().to_string();
+    let bad = |x: Tensor<B, 5>, ctx: Tensor<B, 3>| {
+        unet.forward(x, &[1.0], ctx, &UNetHooks::default())
+            .unwrap_err()
+            .to_string()
+    };
     assert!(bad(Tensor::zeros([1, 3, 2, 8, 8], &dev), ctx.clone()).contains("[1, 3, 2, 8, 8]"));
     assert!(bad(Tensor::zeros([1, 4, 2, 6, 8], &dev), ctx.clone()).contains("multiple of 4"));
     assert!(bad(
@@ -266,7 +281,7 @@ fn lvdm_pipeline_samples_as_the_reference() {
         out.latent.clone(),
         read(&io, "sample_out"),
     );
-    // The tuned method and Attn-SF are not available for LVDM yet: clear errors.
+    // Attn-SF is not available for LVDM, and the tuned method needs upsamplers: clear errors.
     for method in [Method::SelfCascadeTuned, Method::AttnSf] {
         let r = GenerateRequest {
             method,
@@ -290,4 +305,65 @@ fn lvdm_pipeline_samples_as_the_reference() {
         (1, 3, 128)
     );
     std::fs::remove_dir_all(&tok).unwrap();
+}
+
+/// φ_n(h, temb, size) = c_n · nearest(h, size) + 0.01 · mean(temb): the oracle's trivial upsampler.
+struct Trivial(Vec<usize>);
+
+impl selfcascade_core::FeatureUpsampler<B> for Trivial {
+    fn num_points(&self) -> usize {
+        self.0.len()
+    }
+    fn trainable_parameters(&self) -> usize {
+        0
+    }
+    fn channels(&self, n: usize) -> usize {
+        self.0[n]
+    }
+    fn upsample(
+        &self,
+        n: usize,
+        features: Tensor<B, 4>,
+        temb: Tensor<B, 2>,
+        size: (usize, usize),
+    ) -> selfcascade_core::Result<Tensor<B, 4>> {
+        let rows = temb.dims()[0];
+        let up = selfcascade_sd::unet::resize_nearest(features, size)
+            .mul_scalar([0.5, -0.25, 0.75, 0.3][n]);
+        Ok(up.add(temb.mean_dim(1).mul_scalar(0.01).reshape([rows, 1, 1, 1])))
+    }
+}
+
+/// The tuned variant on LVDM: the pivot video through the same blocks, φ_n added after the first three
+/// encoder levels and the middle block, against the reference.
+#[test]
+fn pivot_injection_matches_the_reference() {
+    use selfcascade_sd::unet::{fold_frames, PivotInjection};
+    let unet = load();
+    assert_eq!(unet.injection_channels(), vec![16, 32, 32, 32]);
+    let io = TensorStore::open(&[fixture().join("io.safetensors")]).unwrap();
+    let up = Trivial(unet.injection_channels());
+    let run = |latent: Tensor<B, 4>, up: &Trivial| {
+        let hooks = UNetHooks {
+            pivot: Some(PivotInjection {
+                latent,
+                upsampler: up,
+            }),
+            ..Default::default()
+        };
+        unet.forward(
+            read(&io, "x"),
+            &timesteps(&io),
+            read(&io, "context"),
+            &hooks,
+        )
+    };
+    let pivot = fold_frames(read::<5>(&io, "pivot"));
+    assert_close(
+        "lvdm pivot",
+        run(pivot.clone(), &up).unwrap(),
+        read(&io, "out_pivot"),
+    );
+    assert!(run(pivot.clone().narrow(0, 0, 3), &up).is_err());
+    assert!(run(pivot, &Trivial(vec![16, 32])).is_err());
 }

@@ -11,7 +11,7 @@ pub mod checkpoint;
 use crate::error::{Error, Result};
 use crate::load::{TensorStore, Vb, Weights};
 use crate::nn::{kernels, Conv2d, GroupNorm, Linear};
-use crate::unet::{timestep_embedding, timestep_tensor};
+use crate::unet::{timestep_embedding, timestep_tensor, UNetHooks};
 use blocks::{conv_1kk, Downsample, LvdmBlock, ResBlock, SpatialTemporalTransformer, Upsample};
 use burn::module::Module;
 use burn::tensor::{backend::Backend, Tensor};
@@ -122,7 +122,14 @@ pub struct LvdmUNet<B: Backend> {
     pub out: (GroupNorm<B>, Conv2d<B>),
     #[module(skip)]
     config: LvdmConfig,
+    /// Index in `input_blocks` of each level's last block (its downsampler, or its last ResBlock).
+    #[module(skip)]
+    level_ends: Vec<usize>,
 }
+
+/// Injection points of the tuned variant after the encoder levels (then one after the middle block),
+/// as for the image UNet's down blocks.
+const LEVEL_INJECTIONS: usize = 3;
 
 impl<B: Backend> LvdmUNet<B> {
     /// Builds the UNet of `config` from `vb` (at the UNet's root, e.g. `model.diffusion_model`).
@@ -146,6 +153,7 @@ impl<B: Backend> LvdmUNet<B> {
         };
         let inputs = vb.pp("input_blocks");
         let mut input_blocks = Vec::new();
+        let mut level_ends = Vec::with_capacity(c.channel_mult.len());
         let (mut chans, mut ch, mut ds) = (vec![mc], mc, 1usize);
         let levels = c.channel_mult.len();
         for (level, mult) in c.channel_mult.iter().enumerate() {
@@ -177,6 +185,7 @@ impl<B: Backend> LvdmUNet<B> {
                 chans.push(ch);
                 ds *= 2;
             }
+            level_ends.push(input_blocks.len() - 1);
         }
         let mid = vb.pp("middle_block");
         let middle_block = (
@@ -229,6 +238,7 @@ impl<B: Backend> LvdmUNet<B> {
                 conv_1kk(&vb.pp("out").pp(2), ch, c.out_channels, 3, 1, 1)?,
             ),
             config: config.clone(),
+            level_ends,
         })
     }
 
@@ -252,14 +262,46 @@ impl<B: Backend> LvdmUNet<B> {
         &self.config
     }
 
+    /// Channels at the tuned variant's injection points: after each of the first (up to) three encoder
+    /// levels, then after the middle block (lvdm_short: `[320, 640, 1280, 1280]`).
+    pub fn injection_channels(&self) -> Vec<usize> {
+        let c = &self.config;
+        let mut out: Vec<usize> = c
+            .channel_mult
+            .iter()
+            .take(LEVEL_INJECTIONS)
+            .map(|m| m * c.model_channels)
+            .collect();
+        out.push(c.model_channels * c.channel_mult.last().copied().unwrap_or(1));
+        out
+    }
+
+    /// Width of the time embedding (4 × `model_channels`).
+    pub fn time_embed_dim(&self) -> usize {
+        4 * self.config.model_channels
+    }
+
+    /// Errors unless `upsampler` has this UNet's injection points and channels.
+    pub fn check_feature_upsampler(
+        &self,
+        upsampler: &dyn selfcascade_core::FeatureUpsampler<B>,
+    ) -> Result<()> {
+        crate::unet::check_upsampler_channels(upsampler, &self.injection_channels())
+    }
+
     /// Predicts ε for `x` `[B, in_channels, T, h, w]` (h, w multiples of 2^(levels − 1)) at `timesteps`
     /// (one for all, or one per video) with text `context` `[B, M, context_dim]`. Returns
-    /// `[B, out_channels, T, h, w]`.
+    /// `[B, out_channels, T, h, w]`. Of `hooks`, only the tuned variant's `pivot` applies (the previous
+    /// stage's clean video at half the size, frames folded into the batch `[B·T, C, h/2, w/2]`): it runs
+    /// through the same blocks, and φ_n of its features (time embedding repeated per frame) is added
+    /// after the first three encoder levels and after the middle block; the skips keep the un-injected
+    /// features. Attn-SF and re-dilation hooks are errors.
     pub fn forward(
         &self,
         x: Tensor<B, 5>,
         timesteps: &[f64],
         context: Tensor<B, 3>,
+        hooks: &UNetHooks<'_, B>,
     ) -> Result<Tensor<B, 5>> {
         let c = &self.config;
         let [b, ch, t, h, w] = x.dims();
@@ -283,6 +325,23 @@ impl<B: Backend> LvdmUNet<B> {
                 c.context_dim
             )));
         }
+        if hooks.self_attention_scale.is_some() || hooks.dilation.is_some() {
+            return Err(Error::Input(
+                "the LVDM UNet takes no Attn-SF or re-dilation hooks (only the tuned variant's pivot)"
+                    .into(),
+            ));
+        }
+        if let Some(p) = &hooks.pivot {
+            let [pb, pc, ph, pw] = p.latent.dims();
+            if pb != b * t || pc != ch || 2 * ph != h || 2 * pw != w {
+                return Err(Error::Input(format!(
+                    "pivot latent has shape [{pb}, {pc}, {ph}, {pw}]; for x [{b}, {ch}, {t}, {h}, {w}] it must \
+                     be the frames folded into the batch at half the size, [{}, {ch}, h/2, w/2]",
+                    b * t
+                )));
+            }
+            self.check_feature_upsampler(p.upsampler)?;
+        }
         let device = x.device();
         let steps = timestep_tensor::<B>(b, timesteps, &device)?;
         let emb = timestep_embedding(steps, c.model_channels, true, 0.0);
@@ -292,10 +351,11 @@ impl<B: Backend> LvdmUNet<B> {
             .forward(kernels::silu(self.time_embed.0.forward(emb)));
         // One row per frame, the frames of a video adjacent.
         let temb = emb.dims()[1];
-        let emb_act = kernels::silu(emb)
+        let emb = emb
             .unsqueeze_dim::<3>(1)
             .repeat_dim(1, t)
             .reshape([b * t, temb]);
+        let emb_act = kernels::silu(emb.clone());
         let context = context
             .unsqueeze_dim::<4>(1)
             .repeat_dim(1, t)
@@ -305,14 +365,52 @@ impl<B: Backend> LvdmUNet<B> {
             .conv_in
             .forward(x.swap_dims(1, 2).reshape([b * t, ch, h, w]));
         hs.push(y.clone());
-        for block in &self.input_blocks {
+        let mut pivot = hooks
+            .pivot
+            .as_ref()
+            .map(|p| (self.conv_in.forward(p.latent.clone()), p.upsampler));
+        let inject = |n: usize,
+                      y: Tensor<B, 4>,
+                      p: Tensor<B, 4>,
+                      up: &dyn selfcascade_core::FeatureUpsampler<B>|
+         -> Result<Tensor<B, 4>> {
+            let [yb, yc, yh, yw] = y.dims();
+            let delta = up.upsample(n, p, emb.clone(), (yh, yw))?;
+            if delta.dims() != [yb, yc, yh, yw] {
+                return Err(Error::Input(format!(
+                    "feature upsampler {n} returned shape {:?}; expected [{yb}, {yc}, {yh}, {yw}]",
+                    delta.dims()
+                )));
+            }
+            Ok(y.add(delta))
+        };
+        for (i, block) in self.input_blocks.iter().enumerate() {
             y = block.forward(y, &emb_act, &context, t)?;
             hs.push(y.clone());
+            if let Some((p, up)) = pivot.take() {
+                let p = block.forward(p, &emb_act, &context, t)?;
+                let point = self
+                    .level_ends
+                    .iter()
+                    .take(LEVEL_INJECTIONS)
+                    .position(|e| *e == i);
+                if let Some(n) = point {
+                    y = inject(n, y, p.clone(), up)?;
+                }
+                pivot = Some((p, up));
+            }
         }
         let (r0, st, r1) = &self.middle_block;
-        y = r0.forward(y, &emb_act, t)?;
-        y = st.forward(y, &context, t)?;
-        y = r1.forward(y, &emb_act, t)?;
+        let middle = |y: Tensor<B, 4>| -> Result<Tensor<B, 4>> {
+            let y = r0.forward(y, &emb_act, t)?;
+            let y = st.forward(y, &context, t)?;
+            r1.forward(y, &emb_act, t)
+        };
+        y = middle(y)?;
+        if let Some((p, up)) = pivot {
+            let n = self.level_ends.len().min(LEVEL_INJECTIONS);
+            y = inject(n, y, middle(p)?, up)?;
+        }
         for block in &self.output_blocks {
             let skip = hs
                 .pop()

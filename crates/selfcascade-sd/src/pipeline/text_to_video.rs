@@ -63,11 +63,27 @@ impl<B: Backend> VideoUNet<B> {
         }
     }
 
-    /// The tuned variant's injection channels (ModelScope only; LVDM has none yet).
+    /// The tuned variant's injection channels.
     pub fn injection_channels(&self) -> Vec<usize> {
         match self {
             Self::ModelScope(u) => u.injection_channels(),
-            Self::Lvdm(_) => Vec::new(),
+            Self::Lvdm(u) => u.injection_channels(),
+        }
+    }
+
+    /// Width of the time embedding the feature upsamplers get (one row per frame).
+    pub fn time_embed_dim(&self) -> usize {
+        match self {
+            Self::ModelScope(u) => u.time_embed_dim(),
+            Self::Lvdm(u) => u.time_embed_dim(),
+        }
+    }
+
+    /// GroupNorm groups (for ResBlock upsamplers sized for this UNet).
+    pub fn groups(&self) -> usize {
+        match self {
+            Self::ModelScope(u) => u.arch().groups,
+            Self::Lvdm(u) => u.config().norm_num_groups,
         }
     }
 
@@ -75,15 +91,11 @@ impl<B: Backend> VideoUNet<B> {
     pub fn check_feature_upsampler(&self, upsampler: &dyn FeatureUpsampler<B>) -> Result<()> {
         match self {
             Self::ModelScope(u) => u.check_feature_upsampler(upsampler),
-            Self::Lvdm(_) => Err(Error::Input(
-                "the tuned self-cascade (feature injection) is implemented for the ModelScope UNet, \
-                 not for LVDM yet"
-                    .into(),
-            )),
+            Self::Lvdm(u) => u.check_feature_upsampler(upsampler),
         }
     }
 
-    /// The prediction for `latents` `[B, C, T, h, w]`.
+    /// The prediction for `latents` `[B, C, T, h, w]` (LVDM takes no Attn-SF hook).
     pub fn forward(
         &self,
         latents: Tensor<B, 5>,
@@ -93,16 +105,7 @@ impl<B: Backend> VideoUNet<B> {
     ) -> Result<Tensor<B, 5>> {
         match self {
             Self::ModelScope(u) => u.forward(latents, timesteps, context, hooks),
-            Self::Lvdm(u) => {
-                if hooks.pivot.is_some() || hooks.self_attention_scale.is_some() {
-                    return Err(Error::Input(
-                        "LVDM runs direct and the tuning-free self-cascade (no Attn-SF, no feature \
-                         injection yet)"
-                            .into(),
-                    ));
-                }
-                u.forward(latents, timesteps, context)
-            }
+            Self::Lvdm(u) => u.forward(latents, timesteps, context, hooks),
         }
     }
 }
@@ -285,6 +288,12 @@ impl<B: Backend> TextToVideo<B> {
     pub fn plan(&self, request: &GenerateRequest) -> Result<ScalePlan> {
         let target = Size::new(request.width, request.height);
         let align = self.alignment();
+        if request.method == Method::AttnSf && matches!(self.unet, VideoUNet::Lvdm(_)) {
+            return Err(Error::Input(
+                "attn-sf is not available for LVDM (available: direct, self-cascade, self-cascade-tuned)"
+                    .into(),
+            ));
+        }
         match request.method {
             Method::SelfCascade | Method::SelfCascadeTuned => {
                 Ok(ScalePlan::new(self.base_size(), target, align)?)

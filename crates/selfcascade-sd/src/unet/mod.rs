@@ -35,6 +35,7 @@ pub use config::{
 pub use config3d::UNet3DConditionConfig;
 pub(crate) use embeddings::timestep_tensor;
 pub use embeddings::{timestep_embedding, TimestepEmbedding};
+pub(crate) use hooks::check_upsampler_channels;
 pub use hooks::{
     redilated_conv, resize_bilinear, resize_nearest, PivotInjection, UNetHooks, MAX_DILATION,
 };
