@@ -3,23 +3,20 @@
 
 use burn::backend::Flex;
 use burn::module::{Module, Param};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use selfcascade_sd::load::TensorStore;
 use selfcascade_sd::lvdm::blocks::SpatialTemporalTransformer;
 use selfcascade_sd::lvdm::{LvdmConfig, LvdmUNet};
 use selfcascade_sd::unet::UNetHooks;
 use std::path::{Path, PathBuf};
 
+mod common;
+use common::{read, Trivial};
+
 type B = Flex;
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lvdm")
-}
-
-fn read<const D: usize>(store: &TensorStore, name: &str) -> Tensor<B, D> {
-    let t = store.read(name).unwrap();
-    let shape: [usize; D] = t.shape.clone().try_into().unwrap();
-    Tensor::from_data(TensorData::new(t.data, shape), &Default::default())
 }
 
 fn config() -> LvdmConfig {
@@ -307,33 +304,6 @@ fn lvdm_pipeline_samples_as_the_reference() {
     std::fs::remove_dir_all(&tok).unwrap();
 }
 
-/// φ_n(h, temb, size) = c_n · nearest(h, size) + 0.01 · mean(temb): the oracle's trivial upsampler.
-struct Trivial(Vec<usize>);
-
-impl selfcascade_core::FeatureUpsampler<B> for Trivial {
-    fn num_points(&self) -> usize {
-        self.0.len()
-    }
-    fn trainable_parameters(&self) -> usize {
-        0
-    }
-    fn channels(&self, n: usize) -> usize {
-        self.0[n]
-    }
-    fn upsample(
-        &self,
-        n: usize,
-        features: Tensor<B, 4>,
-        temb: Tensor<B, 2>,
-        size: (usize, usize),
-    ) -> selfcascade_core::Result<Tensor<B, 4>> {
-        let rows = temb.dims()[0];
-        let up = selfcascade_sd::unet::resize_nearest(features, size)
-            .mul_scalar([0.5, -0.25, 0.75, 0.3][n]);
-        Ok(up.add(temb.mean_dim(1).mul_scalar(0.01).reshape([rows, 1, 1, 1])))
-    }
-}
-
 /// The tuned variant on LVDM: the pivot video through the same blocks, φ_n added after the first three
 /// encoder levels and the middle block, against the reference.
 #[test]
@@ -342,7 +312,7 @@ fn pivot_injection_matches_the_reference() {
     let unet = load();
     assert_eq!(unet.injection_channels(), vec![16, 32, 32, 32]);
     let io = TensorStore::open(&[fixture().join("io.safetensors")]).unwrap();
-    let up = Trivial(unet.injection_channels());
+    let up = Trivial::oracle(unet.injection_channels());
     let run = |latent: Tensor<B, 4>, up: &Trivial| {
         let hooks = UNetHooks {
             pivot: Some(PivotInjection {
@@ -365,5 +335,5 @@ fn pivot_injection_matches_the_reference() {
         read(&io, "out_pivot"),
     );
     assert!(run(pivot.clone().narrow(0, 0, 3), &up).is_err());
-    assert!(run(pivot, &Trivial(vec![16, 32])).is_err());
+    assert!(run(pivot, &Trivial::oracle(vec![16, 32])).is_err());
 }

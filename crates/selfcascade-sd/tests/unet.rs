@@ -7,6 +7,9 @@ use selfcascade_sd::load::{TensorStore, Weights};
 use selfcascade_sd::unet::{UNet2DConditionConfig, UNet2DConditionModel, UNetHooks};
 use std::path::{Path, PathBuf};
 
+mod common;
+use common::Trivial;
+
 type B = Flex;
 
 fn fixture(family: &str) -> PathBuf {
@@ -125,7 +128,7 @@ fn random_init_builds_every_family_with_every_parameter_a_module_param() {
 // Odd sizes and hooks, against tools/oracle/unet_hooks.py (a small SD-2.1-shaped UNet, latent 20×28).
 
 use selfcascade_core::FeatureUpsampler;
-use selfcascade_sd::unet::{resize_nearest, PivotInjection};
+use selfcascade_sd::unet::PivotInjection;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
@@ -267,40 +270,6 @@ fn redilation_matches_scalecrafter_at_integer_and_fractional_factors() {
     assert!(matches!(err, selfcascade_sd::Error::Input(_)), "{err}");
 }
 
-/// φ_n(h, temb, size) = c_n · nearest(h, size) + 0.01 · mean(temb) (the reference's trivial upsampler).
-struct Trivial {
-    channels: Vec<usize>,
-    c: Vec<f64>,
-    temb_term: bool,
-}
-
-impl FeatureUpsampler<B> for Trivial {
-    fn num_points(&self) -> usize {
-        self.channels.len()
-    }
-    fn trainable_parameters(&self) -> usize {
-        0
-    }
-    fn channels(&self, n: usize) -> usize {
-        self.channels[n]
-    }
-    fn upsample(
-        &self,
-        n: usize,
-        pivot_features: Tensor<B, 4>,
-        temb: Tensor<B, 2>,
-        size: (usize, usize),
-    ) -> selfcascade_core::Result<Tensor<B, 4>> {
-        let b = temb.dims()[0];
-        let up = resize_nearest(pivot_features, size).mul_scalar(self.c[n]);
-        Ok(if self.temb_term {
-            up.add(temb.mean_dim(1).mul_scalar(0.01).reshape([b, 1, 1, 1]))
-        } else {
-            up
-        })
-    }
-}
-
 #[test]
 fn pivot_injection_matches_reference() {
     let (unet, io) = hooks_fixture();
@@ -308,7 +277,7 @@ fn pivot_injection_matches_reference() {
     let up = Trivial {
         channels: unet.injection_channels(),
         c: vec![0.5, -0.25, 0.75, 0.3],
-        temb_term: true,
+        k: 0.01,
     };
     let hooks = UNetHooks {
         pivot: Some(PivotInjection {
@@ -327,7 +296,7 @@ fn pivot_injection_of_zeros_is_the_plain_forward_and_bad_pivots_are_errors() {
     let zero = Trivial {
         channels: unet.injection_channels(),
         c: vec![0.0; 4],
-        temb_term: false,
+        k: 0.0,
     };
     let with = |latent: Tensor<B, 4>, up: &dyn FeatureUpsampler<B>| {
         let t: Vec<f64> = io.values("timestep").iter().map(|t| *t as f64).collect();
@@ -351,7 +320,7 @@ fn pivot_injection_of_zeros_is_the_plain_forward_and_bad_pivots_are_errors() {
     let nonzero = Trivial {
         channels: unet.injection_channels(),
         c: vec![0.1; 4],
-        temb_term: false,
+        k: 0.0,
     };
     assert!(compare(&with(io.tensor("pivot"), &nonzero).unwrap(), &plain).0 > 1e-3);
 
@@ -372,7 +341,7 @@ fn pivot_injection_of_zeros_is_the_plain_forward_and_bad_pivots_are_errors() {
     let wrong = Trivial {
         channels: vec![16, 24, 32],
         c: vec![0.0; 3],
-        temb_term: false,
+        k: 0.0,
     };
     let err = with(io.tensor("pivot"), &wrong).unwrap_err().to_string();
     assert!(
@@ -789,7 +758,7 @@ fn sdxl_shaped_unet_with_pivot_injection_at_odd_sizes_matches_reference() {
     let up = Trivial {
         channels: unet.injection_channels(),
         c: vec![0.5, -0.25, 0.75, 0.3],
-        temb_term: true,
+        k: 0.01,
     };
     let hooks = UNetHooks {
         pivot: Some(PivotInjection {

@@ -4,7 +4,7 @@
 
 use burn::backend::Flex;
 use burn::module::Module;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use selfcascade_sd::load::{TensorStore, Weights};
 use selfcascade_sd::unet::{
     TemporalConvLayer, TransformerTemporalModel, UNet3DConditionConfig, UNet3DConditionModel,
@@ -12,16 +12,13 @@ use selfcascade_sd::unet::{
 };
 use std::path::{Path, PathBuf};
 
+mod common;
+use common::{read, Trivial};
+
 type B = Flex;
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/ms-t2v")
-}
-
-fn read<const D: usize>(store: &TensorStore, name: &str) -> Tensor<B, D> {
-    let t = store.read(name).unwrap();
-    let shape: [usize; D] = t.shape.clone().try_into().unwrap();
-    Tensor::from_data(TensorData::new(t.data, shape), &Default::default())
 }
 
 /// Asserts max|a − b| ≤ 1e-4·max(1, max|b|) (the image UNet's tolerance); returns the difference.
@@ -211,33 +208,6 @@ fn malformed_inputs_are_errors() {
     assert!(err.to_string().contains("timesteps"), "{err}");
 }
 
-/// φ_n(h, temb, size) = c_n · nearest(h, size) + 0.01 · mean(temb): the oracle's trivial upsampler.
-struct Trivial(Vec<usize>);
-
-impl selfcascade_core::FeatureUpsampler<B> for Trivial {
-    fn num_points(&self) -> usize {
-        self.0.len()
-    }
-    fn trainable_parameters(&self) -> usize {
-        0
-    }
-    fn channels(&self, n: usize) -> usize {
-        self.0[n]
-    }
-    fn upsample(
-        &self,
-        n: usize,
-        features: Tensor<B, 4>,
-        temb: Tensor<B, 2>,
-        size: (usize, usize),
-    ) -> selfcascade_core::Result<Tensor<B, 4>> {
-        let c = [0.5, -0.25, 0.75, 0.3][n];
-        let rows = temb.dims()[0];
-        let up = selfcascade_sd::unet::resize_nearest(features, size).mul_scalar(c);
-        Ok(up.add(temb.mean_dim(1).mul_scalar(0.01).reshape([rows, 1, 1, 1])))
-    }
-}
-
 /// The tuned variant's injection in the video UNet: the pivot video (frames folded into the batch)
 /// through the same layers, φ_n per frame with the time embedding repeated per frame, against the
 /// oracle's written-out forward (which equals diffusers' without injection).
@@ -254,7 +224,7 @@ fn pivot_injection_matches_the_reference() {
         .iter()
         .map(|t| *t as f64)
         .collect();
-    let up = Trivial(unet.injection_channels());
+    let up = Trivial::oracle(unet.injection_channels());
     let piv = TensorStore::open(&[fixture().join("io/pivot.safetensors")]).unwrap();
     let pivot = fold_frames(read::<5>(&piv, "pivot"));
     let run = |latent: Tensor<B, 4>, up: &Trivial| {
@@ -276,6 +246,6 @@ fn pivot_injection_matches_the_reference() {
     // A pivot of the wrong size, or upsamplers for another UNet, are errors.
     let err = run(pivot.clone().narrow(0, 0, 4), &up).unwrap_err();
     assert!(err.to_string().contains("folded"), "{err}");
-    let err = run(pivot, &Trivial(vec![16, 32, 32])).unwrap_err();
+    let err = run(pivot, &Trivial::oracle(vec![16, 32, 32])).unwrap_err();
     assert!(err.to_string().contains("injection points"), "{err}");
 }

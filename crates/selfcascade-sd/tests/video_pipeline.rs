@@ -4,7 +4,7 @@
 //! strength 0.7 and the injected re-noising noise; the decoded frames equal the pipeline's.
 
 use burn::backend::Flex;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use selfcascade_core::{InjectedNoise, Size};
 use selfcascade_sd::load::TensorStore;
 use selfcascade_sd::pipeline::{decode_video, GenerateRequest, Method, PromptEmbeds, TextToVideo};
@@ -12,16 +12,13 @@ use selfcascade_sd::vae::AutoencoderKL;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
+mod common;
+use common::{read, Trivial};
+
 type B = Flex;
 
 fn models() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models")
-}
-
-fn tensor<const D: usize>(store: &TensorStore, name: &str) -> Tensor<B, D> {
-    let t = store.read(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let shape: [usize; D] = t.shape.clone().try_into().unwrap();
-    Tensor::from_data(TensorData::new(t.data, shape), &Default::default())
 }
 
 fn pipeline() -> TextToVideo<B> {
@@ -51,8 +48,8 @@ fn video_self_cascade_equals_diffusers_stage_by_stage() {
     let t2v = pipeline();
     assert_eq!(t2v.base_size(), Size::new(32, 32));
     let embeds = PromptEmbeds {
-        positive: tensor(&store, "prompt_embeds"),
-        negative: tensor(&store, "negative_prompt_embeds"),
+        positive: read(&store, "prompt_embeds"),
+        negative: read(&store, "negative_prompt_embeds"),
         positive_pooled: None,
         negative_pooled: None,
         truncated: false,
@@ -60,7 +57,7 @@ fn video_self_cascade_equals_diffusers_stage_by_stage() {
     let req = request(Method::SelfCascade, Size::new(64, 64));
     let plan = t2v.plan(&req).unwrap();
     assert_eq!(plan.stages(), &[Size::new(32, 32), Size::new(64, 64)]);
-    let noise = vec![tensor::<5>(&store, "stage0"), tensor::<5>(&store, "stage1")];
+    let noise = vec![read::<5>(&store, "stage0"), read::<5>(&store, "stage1")];
     let mut steps = [0usize; 2];
     let out = t2v
         .generate_latents(
@@ -77,7 +74,7 @@ fn video_self_cascade_equals_diffusers_stage_by_stage() {
     // 4 steps at the base size; strength 0.7 keeps int(4 · 0.7) = 2 steps at 64².
     assert_eq!(steps, [4, 2]);
     for (r, got) in out.stages.iter().enumerate() {
-        let want: Tensor<B, 5> = tensor(&store, &format!("out_stage{r}"));
+        let want: Tensor<B, 5> = read(&store, &format!("out_stage{r}"));
         assert_eq!(got.dims(), want.dims());
         let scale = want.clone().abs().max().into_scalar().max(1.0);
         let diff = (got.clone() - want).abs().max().into_scalar();
@@ -152,37 +149,6 @@ fn video_methods_and_inputs_are_checked() {
     assert!(t2v.encode_prompt("a cat", "").is_err());
 }
 
-/// φ_n(h, temb, size) = c · nearest(h, size) + k · mean(temb).
-struct Scaled {
-    channels: Vec<usize>,
-    c: f64,
-    k: f64,
-}
-
-impl selfcascade_core::FeatureUpsampler<B> for Scaled {
-    fn num_points(&self) -> usize {
-        self.channels.len()
-    }
-    fn trainable_parameters(&self) -> usize {
-        0
-    }
-    fn channels(&self, n: usize) -> usize {
-        self.channels[n]
-    }
-    fn upsample(
-        &self,
-        _n: usize,
-        features: Tensor<B, 4>,
-        temb: Tensor<B, 2>,
-        size: (usize, usize),
-    ) -> selfcascade_core::Result<Tensor<B, 4>> {
-        let rows = temb.dims()[0];
-        assert_eq!(rows, features.dims()[0], "one time embedding row per frame");
-        let up = selfcascade_sd::unet::resize_nearest(features, size).mul_scalar(self.c);
-        Ok(up.add(temb.mean_dim(1).mul_scalar(self.k).reshape([rows, 1, 1, 1])))
-    }
-}
-
 /// The tuned method on video: stage 0 is the tuning-free stage 0; in stage 1 the upsamplers act while
 /// t > t_min (DDIM 4 steps: stage 1 runs t = 251, then t = 1 plain), so an upsampler that adds zero, or
 /// a t_min above every step, gives the tuning-free video exactly, and a non-zero one changes stage 1 only.
@@ -191,18 +157,13 @@ fn tuned_video_injects_per_frame_while_t_above_t_min() {
     let store = TensorStore::open(&[models().join("ms-t2v/io/pipeline.safetensors")]).unwrap();
     let mut t2v = pipeline();
     let embeds = PromptEmbeds {
-        positive: tensor(&store, "prompt_embeds"),
-        negative: tensor(&store, "negative_prompt_embeds"),
+        positive: read(&store, "prompt_embeds"),
+        negative: read(&store, "negative_prompt_embeds"),
         positive_pooled: None,
         negative_pooled: None,
         truncated: false,
     };
-    let noise = || {
-        InjectedNoise::new(
-            vec![tensor::<5>(&store, "stage0"), tensor(&store, "stage1")],
-            0,
-        )
-    };
+    let noise = || InjectedNoise::new(vec![read::<5>(&store, "stage0"), read(&store, "stage1")], 0);
     let run = |t2v: &TextToVideo<B>, method: Method| {
         t2v.generate_latents(
             &embeds,
@@ -217,17 +178,13 @@ fn tuned_video_injects_per_frame_while_t_above_t_min() {
     assert!(err.to_string().contains("set_feature_upsampler"), "{err}");
     let channels = t2v.unet.injection_channels();
     let up = |c: f64, k: f64| {
-        Box::new(Scaled {
+        Box::new(Trivial {
             channels: channels.clone(),
-            c,
+            c: vec![c; 4],
             k,
         })
     };
-    let bad = Box::new(Scaled {
-        channels: vec![16, 32],
-        c: 1.0,
-        k: 0.0,
-    });
+    let bad = Box::new(Trivial::oracle(vec![16, 32]));
     assert!(t2v.set_feature_upsampler(bad, 100.0).is_err());
     let max_diff =
         |a: &Tensor<B, 5>, b: &Tensor<B, 5>| (a.clone() - b.clone()).abs().max().into_scalar();

@@ -496,3 +496,60 @@ pub(crate) fn down_path<B: Backend>(
     }
     Ok((x, skips))
 }
+
+/// The down blocks (`down_blocks.i`), mid block (`mid_block`) and up blocks (`up_blocks.i`) of a UNet of
+/// architecture `arch` under `vb`, level i's blocks built with `spec(i)` (the mid block with the last
+/// level's, its ResNets' output divided by `mid_scale`).
+#[allow(clippy::type_complexity)]
+pub(crate) fn unet_blocks<B: Backend>(
+    vb: &Vb<B>,
+    arch: &super::UNetArch,
+    mid_scale: f64,
+    spec: impl Fn(usize) -> BlockSpec,
+) -> Result<(
+    Vec<DownBlock2D<B>>,
+    UNetMidBlock2DCrossAttn<B>,
+    Vec<UpBlock2D<B>>,
+)> {
+    use super::BlockKind;
+    let n = arch.channels.len();
+    let mut down_blocks = Vec::with_capacity(n);
+    let mut out_ch = arch.channels[0];
+    for i in 0..n {
+        let in_ch = out_ch;
+        out_ch = arch.channels[i];
+        down_blocks.push(DownBlock2D::new(
+            &vb.pp("down_blocks").pp(i),
+            in_ch,
+            out_ch,
+            arch.layers[i],
+            arch.down[i] == BlockKind::CrossAttn,
+            i + 1 < n,
+            &spec(i),
+        )?);
+    }
+    let mid_block = UNetMidBlock2DCrossAttn::new(
+        &vb.pp("mid_block"),
+        arch.channels[n - 1],
+        mid_scale,
+        &spec(n - 1),
+    )?;
+    let mut up_blocks = Vec::with_capacity(n);
+    let mut out_ch = arch.channels[n - 1];
+    for i in 0..n {
+        let r = n - 1 - i;
+        let prev = out_ch;
+        out_ch = arch.channels[r];
+        up_blocks.push(UpBlock2D::new(
+            &vb.pp("up_blocks").pp(i),
+            arch.channels[r.saturating_sub(1)],
+            prev,
+            out_ch,
+            arch.layers[r] + 1,
+            arch.up[i] == BlockKind::CrossAttn,
+            i + 1 < n,
+            &spec(r),
+        )?);
+    }
+    Ok((down_blocks, mid_block, up_blocks))
+}

@@ -82,25 +82,25 @@ pub const HARMLESS_FIELDS: &[(&str, &str)] = &[
 fn d_true() -> bool {
     true
 }
-fn d_4() -> usize {
+pub(super) fn d_4() -> usize {
     4
 }
-fn d_1() -> usize {
+pub(super) fn d_1() -> usize {
     1
 }
 fn d_3() -> usize {
     3
 }
-fn d_one_f() -> f64 {
+pub(super) fn d_one_f() -> f64 {
     1.0
 }
-fn d_eps() -> f64 {
+pub(super) fn d_eps() -> f64 {
     1e-5
 }
-fn d_groups() -> Option<usize> {
+pub(super) fn d_groups() -> Option<usize> {
     Some(32)
 }
-fn d_silu() -> String {
+pub(super) fn d_silu() -> String {
     "silu".into()
 }
 fn d_default() -> String {
@@ -128,7 +128,7 @@ fn d_up() -> Vec<String> {
         "CrossAttnUpBlock2D".into(),
     ]
 }
-fn d_channels() -> Vec<usize> {
+pub(super) fn d_channels() -> Vec<usize> {
     vec![320, 640, 1280, 1280]
 }
 fn d_layers() -> PerBlock {

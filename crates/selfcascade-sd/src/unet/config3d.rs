@@ -1,32 +1,16 @@
 //! `UNet3DConditionModel`'s `config.json` (ModelScope text-to-video), as diffusers writes it, and its
 //! validation.
 
-use super::config::{BlockKind, PerBlock, UNetArch};
+use super::config::{
+    d_1, d_4, d_channels, d_eps, d_groups, d_one_f, d_silu, BlockKind, PerBlock, UNetArch,
+};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-fn d_4() -> usize {
-    4
-}
 fn d_2() -> usize {
     2
-}
-fn d_1() -> usize {
-    1
-}
-fn d_one_f() -> f64 {
-    1.0
-}
-fn d_eps() -> f64 {
-    1e-5
-}
-fn d_groups() -> Option<usize> {
-    Some(32)
-}
-fn d_silu() -> String {
-    "silu".into()
 }
 fn d_cross() -> usize {
     1024
@@ -34,6 +18,7 @@ fn d_cross() -> usize {
 fn d_head_dim() -> PerBlock {
     PerBlock::One(64)
 }
+/// ModelScope's blocks: three `CrossAttnDownBlock3D` then a `DownBlock3D` (up: the mirror).
 fn d_down() -> Vec<String> {
     let mut v = vec!["CrossAttnDownBlock3D".to_string(); 3];
     v.push("DownBlock3D".into());
@@ -43,9 +28,6 @@ fn d_up() -> Vec<String> {
     let mut v = vec!["UpBlock3D".to_string()];
     v.extend(vec!["CrossAttnUpBlock3D".to_string(); 3]);
     v
-}
-fn d_channels() -> Vec<usize> {
-    vec![320, 640, 1280, 1280]
 }
 
 /// The fields of a `UNet3DConditionModel` config; defaults are diffusers' (ModelScope's values).

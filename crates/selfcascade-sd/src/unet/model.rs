@@ -1,10 +1,10 @@
 //! `UNet2DConditionModel`: construction from a diffusers folder and the forward pass.
 
 use super::blocks::{
-    down_path, injection_channels, up_path, BlockSpec, DownBlock2D, UNetMidBlock2DCrossAttn,
-    UpBlock2D,
+    down_path, injection_channels, unet_blocks, up_path, BlockSpec, DownBlock2D,
+    UNetMidBlock2DCrossAttn, UpBlock2D,
 };
-use super::config::{BlockKind, UNet2DConditionConfig, UNetArch};
+use super::config::{UNet2DConditionConfig, UNetArch};
 use super::embeddings::{timestep_embedding, timestep_tensor, TimestepEmbedding};
 use super::hooks::UNetHooks;
 use crate::error::{Error, Result};
@@ -46,7 +46,6 @@ impl<B: Backend> UNet2DConditionModel<B> {
     /// [`crate::load::Weights`]). The config is validated first.
     pub fn new(vb: &Vb<B>, config: &UNet2DConditionConfig) -> Result<Self> {
         let arch = config.arch()?;
-        let n = arch.channels.len();
         let c0 = arch.channels[0];
         let temb = arch.time_embed_dim;
         let spec = |i: usize| BlockSpec {
@@ -76,45 +75,8 @@ impl<B: Backend> UNet2DConditionModel<B> {
             )?),
             None => None,
         };
-        let mut down_blocks = Vec::with_capacity(n);
-        let mut out_ch = c0;
-        for i in 0..n {
-            let in_ch = out_ch;
-            out_ch = arch.channels[i];
-            down_blocks.push(DownBlock2D::new(
-                &vb.pp("down_blocks").pp(i),
-                in_ch,
-                out_ch,
-                arch.layers[i],
-                arch.down[i] == BlockKind::CrossAttn,
-                i + 1 < n,
-                &spec(i),
-            )?);
-        }
-        let mid_block = UNetMidBlock2DCrossAttn::new(
-            &vb.pp("mid_block"),
-            arch.channels[n - 1],
-            config.mid_block_scale_factor,
-            &spec(n - 1),
-        )?;
-        let mut up_blocks = Vec::with_capacity(n);
-        let mut out_ch = arch.channels[n - 1];
-        for i in 0..n {
-            let r = n - 1 - i;
-            let prev = out_ch;
-            out_ch = arch.channels[r];
-            let in_ch = arch.channels[r.saturating_sub(1)];
-            up_blocks.push(UpBlock2D::new(
-                &vb.pp("up_blocks").pp(i),
-                in_ch,
-                prev,
-                out_ch,
-                arch.layers[r] + 1,
-                arch.up[i] == BlockKind::CrossAttn,
-                i + 1 < n,
-                &spec(r),
-            )?);
-        }
+        let (down_blocks, mid_block, up_blocks) =
+            unet_blocks(vb, &arch, config.mid_block_scale_factor, spec)?;
         Ok(Self {
             conv_in,
             time_embedding,

@@ -2,10 +2,10 @@
 //! forward pass on video latents `[B, C, T, h, w]`.
 
 use super::blocks::{
-    down_path, injection_channels, up_path, BlockSpec, DownBlock2D, UNetMidBlock2DCrossAttn,
-    UpBlock2D,
+    down_path, injection_channels, unet_blocks, up_path, BlockSpec, DownBlock2D,
+    UNetMidBlock2DCrossAttn, UpBlock2D,
 };
-use super::config::{BlockKind, UNetArch};
+use super::config::UNetArch;
 use super::config3d::UNet3DConditionConfig;
 use super::embeddings::{timestep_embedding, timestep_tensor, TimestepEmbedding};
 use super::hooks::UNetHooks;
@@ -54,7 +54,6 @@ impl<B: Backend> UNet3DConditionModel<B> {
     pub fn new(vb: &Vb<B>, config: &UNet3DConditionConfig) -> Result<Self> {
         let arch = config.arch()?;
         let head_dims = config.head_dims()?;
-        let n = arch.channels.len();
         let c0 = arch.channels[0];
         let temb = arch.time_embed_dim;
         // diffusers builds every spatial transformer of the video UNet with linear projections.
@@ -68,38 +67,8 @@ impl<B: Backend> UNet3DConditionModel<B> {
             linear_projection: true,
             temporal: true,
         };
-        let mut down_blocks = Vec::with_capacity(n);
-        let mut out_ch = c0;
-        for i in 0..n {
-            let in_ch = out_ch;
-            out_ch = arch.channels[i];
-            down_blocks.push(DownBlock2D::new(
-                &vb.pp("down_blocks").pp(i),
-                in_ch,
-                out_ch,
-                arch.layers[i],
-                arch.down[i] == BlockKind::CrossAttn,
-                i + 1 < n,
-                &spec(i),
-            )?);
-        }
-        let mut up_blocks = Vec::with_capacity(n);
-        let mut out_ch = arch.channels[n - 1];
-        for i in 0..n {
-            let r = n - 1 - i;
-            let prev = out_ch;
-            out_ch = arch.channels[r];
-            up_blocks.push(UpBlock2D::new(
-                &vb.pp("up_blocks").pp(i),
-                arch.channels[r.saturating_sub(1)],
-                prev,
-                out_ch,
-                arch.layers[r] + 1,
-                arch.up[i] == BlockKind::CrossAttn,
-                i + 1 < n,
-                &spec(r),
-            )?);
-        }
+        let (down_blocks, mid_block, up_blocks) =
+            unet_blocks(vb, &arch, config.mid_block_scale_factor, spec)?;
         Ok(Self {
             conv_in: Conv2d::new(&vb.pp("conv_in"), config.in_channels, c0, 3, 1, 1)?,
             time_embedding: TimestepEmbedding::new(&vb.pp("time_embedding"), c0, temb)?,
@@ -111,12 +80,7 @@ impl<B: Backend> UNet3DConditionModel<B> {
                 arch.groups,
             )?,
             down_blocks,
-            mid_block: UNetMidBlock2DCrossAttn::new(
-                &vb.pp("mid_block"),
-                arch.channels[n - 1],
-                config.mid_block_scale_factor,
-                &spec(n - 1),
-            )?,
+            mid_block,
             up_blocks,
             conv_norm_out: GroupNorm::new(
                 &vb.pp("conv_norm_out"),
