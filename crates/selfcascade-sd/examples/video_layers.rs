@@ -56,6 +56,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     time("  one GroupNorm+SiLU (video)", &|| {
         stage.norm.forward_silu(v.clone())
     });
+    let q = Tensor::<B, 4>::random(
+        [2 * side * side, heads, frames, 64],
+        Distribution::Normal(0.0, 1.0),
+        &dev,
+    );
+    time("  temporal attention core", &|| {
+        selfcascade_sd::nn::kernels::attention(q.clone(), q.clone(), q.clone(), 0.125, false)
+    });
+    time("  same, matmul + softmax", &|| {
+        let a = burn::tensor::activation::softmax(
+            q.clone()
+                .matmul(q.clone().swap_dims(2, 3))
+                .mul_scalar(0.125),
+            3,
+        );
+        a.matmul(q.clone())
+    });
     time("TransformerTemporalModel", &|| {
         tattn.forward(x.clone(), frames).unwrap()
     });
