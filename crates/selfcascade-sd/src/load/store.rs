@@ -6,13 +6,15 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorInfo};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The bytes of one safetensors file: memory-mapped from disk, embedded in the program, or built in
-/// memory (a PyTorch checkpoint converted on load).
+/// memory (a PyTorch checkpoint converted on load). Shared, so a store clones without copying them.
+#[derive(Clone)]
 enum Bytes {
-    Mapped(Mmap),
+    Mapped(Arc<Mmap>),
     Static(&'static [u8]),
-    Owned(Vec<u8>),
+    Owned(Arc<[u8]>),
 }
 
 impl std::ops::Deref for Bytes {
@@ -26,13 +28,16 @@ impl std::ops::Deref for Bytes {
     }
 }
 
+#[derive(Clone)]
 struct MappedFile {
     path: PathBuf,
     map: Bytes,
     data_start: usize,
 }
 
-/// The tensors of one model component: one or more safetensors files, indexed by tensor name.
+/// The tensors of one model component: one or more safetensors files, indexed by tensor name. Cloning
+/// shares the files' bytes (one checkpoint read once can feed several models).
+#[derive(Clone)]
 pub struct TensorStore {
     files: Vec<MappedFile>,
     index: BTreeMap<String, (usize, TensorInfo)>,
@@ -76,7 +81,7 @@ impl TensorStore {
             let file = File::open(path).map_err(|e| Error::io(path, e))?;
             // SAFETY: the map is read-only; the file is expected not to change while the model loads.
             let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-            store.add(path.clone(), Bytes::Mapped(map))?;
+            store.add(path.clone(), Bytes::Mapped(Arc::new(map)))?;
         }
         Ok(store)
     }
@@ -100,7 +105,7 @@ impl TensorStore {
             index: BTreeMap::new(),
             metadata: BTreeMap::new(),
         };
-        store.add(origin, Bytes::Owned(bytes))?;
+        store.add(origin, Bytes::Owned(bytes.into()))?;
         Ok(store)
     }
 

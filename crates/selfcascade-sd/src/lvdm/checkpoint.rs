@@ -11,8 +11,8 @@ use burn::tensor::backend::Backend;
 use std::path::Path;
 
 /// The tensors of a latent-diffusion checkpoint: under `state_dict` when present (Lightning), else the
-/// top level.
-pub(crate) fn open_ckpt(path: &Path) -> Result<TensorStore> {
+/// top level. Read once, the store can be cloned (sharing its bytes) for each model it holds.
+pub fn open_ckpt(path: &Path) -> Result<TensorStore> {
     match TensorStore::open_pth(path, Some("state_dict")) {
         Ok(s) => Ok(s),
         Err(first) => TensorStore::open_pth(path, None).map_err(|_| first),
@@ -124,8 +124,18 @@ pub fn load_first_stage<B: Backend>(
     cfg: &AutoencoderKLConfig,
     device: &B::Device,
 ) -> Result<AutoencoderKL<B>> {
+    first_stage_from(open_ckpt(path)?, path, cfg, device)
+}
+
+/// [`load_first_stage`] from an opened checkpoint (`path` names it in messages).
+pub fn first_stage_from<B: Backend>(
+    ckpt: TensorStore,
+    path: &Path,
+    cfg: &AutoencoderKLConfig,
+    device: &B::Device,
+) -> Result<AutoencoderKL<B>> {
     let levels = cfg.block_out_channels.len();
-    let store = open_ckpt(path)?
+    let store = ckpt
         .renamed(|name, shape| vae_name(name.strip_prefix("first_stage_model.")?, shape, levels))?;
     if store.names().next().is_none() {
         return Err(Error::Weights(format!(
@@ -146,7 +156,17 @@ pub fn load_cond_stage<B: Backend>(
     cfg: &CLIPTextConfig,
     device: &B::Device,
 ) -> Result<CLIPTextModel<B>> {
-    let store = open_ckpt(path)?.renamed(|name, shape| {
+    cond_stage_from(open_ckpt(path)?, path, cfg, device)
+}
+
+/// [`load_cond_stage`] from an opened checkpoint (`path` names it in messages).
+pub fn cond_stage_from<B: Backend>(
+    ckpt: TensorStore,
+    path: &Path,
+    cfg: &CLIPTextConfig,
+    device: &B::Device,
+) -> Result<CLIPTextModel<B>> {
+    let store = ckpt.renamed(|name, shape| {
         let rest = name.strip_prefix("cond_stage_model.transformer.")?;
         (!rest.ends_with("position_ids")).then(|| (rest.to_string(), shape.to_vec()))
     })?;

@@ -247,11 +247,12 @@ impl<B: Backend> LvdmUNet<B> {
     /// UNet's keys (a missing, mis-shaped or unexpected `model.diffusion_model.*` tensor is an error);
     /// the checkpoint's other models (VAE, text encoder, schedule buffers) are left alone.
     pub fn load_ckpt(path: &Path, config: &LvdmConfig, device: &B::Device) -> Result<Self> {
-        let store = match TensorStore::open_pth(path, Some("state_dict")) {
-            Ok(s) => s,
-            Err(_) => TensorStore::open_pth(path, None)?,
-        };
-        let weights = Weights::from_store(store);
+        Self::from_ckpt(checkpoint::open_ckpt(path)?, config, device)
+    }
+
+    /// [`Self::load_ckpt`] from an opened checkpoint ([`checkpoint::open_ckpt`]).
+    pub fn from_ckpt(ckpt: TensorStore, config: &LvdmConfig, device: &B::Device) -> Result<Self> {
+        let weights = Weights::from_store(ckpt);
         let model = Self::new(&weights.root::<B>(device).pp(CKPT_PREFIX), config)?;
         weights.finish_under(&format!("{CKPT_PREFIX}."))?;
         Ok(model)

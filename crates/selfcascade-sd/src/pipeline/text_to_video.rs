@@ -15,7 +15,7 @@ use crate::clip::text_model::CLIPTextModel;
 use crate::clip::tokenizer::ClipTokenizer;
 use crate::error::{Error, Result};
 use crate::lvdm::checkpoint::{
-    clip_vit_l14_config, kl_f8_config, load_cond_stage, load_first_stage,
+    clip_vit_l14_config, cond_stage_from, first_stage_from, kl_f8_config, open_ckpt,
 };
 use crate::lvdm::{LvdmConfig, LvdmUNet};
 use crate::unet::{fold_frames, PivotInjection, UNet3DConditionModel, UNetHooks};
@@ -217,10 +217,16 @@ impl<B: Backend> TextToVideo<B> {
         parts: &LvdmParts,
         device: &B::Device,
     ) -> Result<Self> {
+        // Read once; each model takes its tensors from a clone sharing the bytes.
+        let store = open_ckpt(ckpt)?;
         Ok(Self {
-            unet: VideoUNet::Lvdm(Box::new(LvdmUNet::load_ckpt(ckpt, &parts.unet, device)?)),
-            vae: Some(load_first_stage(ckpt, &parts.vae, device)?),
-            text_encoder: Some(load_cond_stage(ckpt, &parts.text_encoder, device)?),
+            unet: VideoUNet::Lvdm(Box::new(LvdmUNet::from_ckpt(
+                store.clone(),
+                &parts.unet,
+                device,
+            )?)),
+            vae: Some(first_stage_from(store.clone(), ckpt, &parts.vae, device)?),
+            text_encoder: Some(cond_stage_from(store, ckpt, &parts.text_encoder, device)?),
             tokenizer: Some(ClipTokenizer::from_dir(tokenizer)?),
             scheduler_config: SchedulerConfig::from_json(LVDM_SCHEDULER)?,
             feature_upsampler: None,
