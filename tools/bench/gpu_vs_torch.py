@@ -14,7 +14,11 @@ DIR (--bin) holds a `--features cuda` release build: `unet_forward` (crates/self
 4. times a 1024² generation (50 DDIM steps, CFG 7.5, fp16) in both: direct, and self-cascade
    (512² → 1024², strength 0.7: diffusers' StableDiffusionPipeline then StableDiffusionImg2ImgPipeline on
    the bicubic-upsampled latent, which is what selfcascade's cascade equals — see tools/oracle/pipelines.py);
+5. with --profile, profiles one fp16 UNet forward at 128² batch 2 in both: cubecl's per-kernel log
+   (CUBECL_DEBUG_OPTION=profile, OUT/cubecl-profile.log) and torch.profiler's kernel table
+   (OUT/torch-profile.txt);
 and writes everything to OUT/results.json. Needs diffusers 0.42 (carried as a wheel on machines without it).
+Steps are skipped once --deadline seconds have passed since the start, so one device call always returns.
 """
 import argparse
 import json
@@ -118,15 +122,25 @@ def rel_l2(a, b):
     return ((a - b).norm() / b.norm()).item()
 
 
-def run_rust(cmd, name, timeout):
+START = time.time()
+DEADLINE = [float("inf")]
+
+
+def time_left():
+    return DEADLINE[0] - (time.time() - START)
+
+
+def run_rust(cmd, name, timeout, env=None):
     """Runs a selfcascade binary, records GPU memory (nvidia-smi, every 100 ms) and its output."""
     mem_file = os.path.join("/tmp", f"mem-{name}.csv")
     smi = subprocess.Popen(
         ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-lms", "100"],
         stdout=open(mem_file, "w"), stderr=subprocess.DEVNULL)
     t = time.time()
+    timeout = max(5, min(timeout, time_left()))
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                           env=None if env is None else {**os.environ, **env})
         rc, out, err = p.returncode, p.stdout, p.stderr
     except subprocess.TimeoutExpired as e:
         text = [x.decode(errors="replace") if isinstance(x, bytes) else (x or "") for x in (e.stdout, e.stderr)]
@@ -140,6 +154,24 @@ def run_rust(cmd, name, timeout):
     return dict(rc=rc, wall_s=round(wall, 2), peak_gpu_mib=peak, stdout=out[-4000:], stderr=err[-4000:])
 
 
+def profile_torch(unet, out):
+    """torch.profiler's CUDA kernel table for one fp16 forward at 128² batch 2 (after two warm-ups)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    xs = torch.randn(2, 4, 128, 128, device="cuda", dtype=torch.float16)
+    cs = torch.randn(2, 77, 1024, device="cuda", dtype=torch.float16)
+    tt = torch.tensor([500.0, 500.0], device="cuda")
+    for _ in range(2):
+        unet(xs, tt, encoder_hidden_states=cs)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        unet(xs, tt, encoder_hidden_states=cs)
+        torch.cuda.synchronize()
+    with open(os.path.join(out, "torch-profile.txt"), "w") as f:
+        f.write(prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=90))
+    log("torch profile written")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", required=True)
@@ -148,7 +180,10 @@ def main():
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--skip-rust", action="store_true")
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--deadline", type=float, default=float("inf"), help="seconds for the whole run")
     args = ap.parse_args()
+    DEADLINE[0] = args.deadline
     os.makedirs(args.out, exist_ok=True)
     res = {"card": torch.cuda.get_device_name(0), "torch": torch.__version__}
     import diffusers
@@ -194,13 +229,15 @@ def main():
 
     def rust_unet(dt, timing=("64,128", "2", "5")):
         r = run_rust([unet_bin, "--device", "cuda", "--dtype", dt, "--unet", os.path.join(args.model, "unet"),
-                      "--io", io_path, *timing], f"unet-{dt}", 150)
+                      "--io", io_path, *timing], f"unet-{dt}", 200)
         res["unet_rust"][dt] = r
         save()
         return r
 
-    if not args.skip_rust and rust_unet("f32")["rc"] != 0:
-        subprocess.run("ldd " + unet_bin + "; echo LD_LIBRARY_PATH=$LD_LIBRARY_PATH", shell=True)
+    if not args.skip_rust:
+        if rust_unet("f32")["rc"] != 0:
+            subprocess.run("ldd " + unet_bin + "; echo LD_LIBRARY_PATH=$LD_LIBRARY_PATH", shell=True)
+        rust_unet("f16")
 
     # 3. UNet forward timings.
     res["unet_torch"] = []
@@ -215,12 +252,22 @@ def main():
                 res["unet_torch"].append(dict(dtype=name, side=side, batch=2, forward_s=s))
                 log("torch unet", name, side, s)
         res["torch_unet_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        if args.profile:
+            profile_torch(unet.to(torch.float16), args.out)
     del unet
     torch.cuda.empty_cache()
     save()
 
+    if args.profile and not args.skip_rust:
+        # 5. cubecl's per-kernel profile of the same forward (its summary is logged at each sync).
+        log_file = os.path.join(args.out, "cubecl-profile.log")
+        res["profile_rust"] = run_rust(
+            [unet_bin, "--device", "cuda", "--dtype", "f16", "--unet", os.path.join(args.model, "unet"), "128", "2",
+             "2"], "profile-f16", 150, env={"CUBECL_DEBUG_LOG": log_file, "CUBECL_DEBUG_OPTION": "profile"})
+        save()
+
     # 4. Pipelines in PyTorch (fp16).
-    if not args.skip_torch:
+    if not args.skip_torch and time_left() > 60:
         pipe = StableDiffusionPipeline.from_pretrained(args.model, torch_dtype=torch.float16,
                                                        safety_checker=None, requires_safety_checker=False).to(dev)
         pipe.set_progress_bar_config(disable=True)
@@ -254,7 +301,6 @@ def main():
 
     if args.skip_rust:
         return
-    rust_unet("f16")
     # 4 in selfcascade: the CLI, f16, timings from --timings (load, encode, sample, decode).
     res["pipeline_rust"] = {}
     base = [cli, "generate", "--model", args.model, "--prompt", PROMPT, "--device", "cuda", "--dtype", "f16",
