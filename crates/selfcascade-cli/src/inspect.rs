@@ -143,14 +143,6 @@ fn schedule(args: ScheduleArgs) -> CliResult {
     Ok(())
 }
 
-/// Whether `dir/config.json` describes diffusers' `UNet3DConditionModel` (the video UNet).
-fn is_unet3d(dir: &std::path::Path) -> bool {
-    std::fs::read_to_string(dir.join("config.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .is_some_and(|v| v["_class_name"] == "UNet3DConditionModel")
-}
-
 fn component_dir(model: &std::path::Path, name: &str) -> CliResult<PathBuf> {
     let dir = model.join(name);
     if dir.is_dir() {
@@ -174,7 +166,7 @@ fn run_component(args: RunArgs) -> CliResult {
     let e = |e: selfcascade_sd::Error| e.to_string();
     let mut out = Outputs::default();
     match args.component {
-        Component::Unet if is_unet3d(&args.model.join("unet")) => {
+        Component::Unet if crate::video::is_unet3d(&args.model.join("unet")) => {
             let unet = UNet3DConditionModel::<Flex>::load(&args.model.join("unet"), variant, &dev)
                 .map_err(e)?;
             let upsampler = match (&args.upsamplers, inputs.has("pivot")) {

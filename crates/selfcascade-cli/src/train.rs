@@ -1,5 +1,6 @@
 //! `selfcascade train-upsampler`: Algorithm 1, training the feature upsamplers of the tuned
-//! self-cascade on a folder of captioned images while the model stays frozen.
+//! self-cascade on a folder of captioned images (or, for a text-to-video model, of captioned clips)
+//! while the model stays frozen.
 
 use crate::backend::DeviceArg;
 use crate::CliResult;
@@ -8,10 +9,11 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use selfcascade_core::{FeatureUpsampler, Size};
-use selfcascade_sd::pipeline::StableDiffusion;
+use selfcascade_sd::pipeline::{StableDiffusion, VideoUNet};
 use selfcascade_sd::train::{
-    prepare_training_set, scan_dataset, train, PivotSource, PrepareOptions, RunDir,
-    TimestepSampling, UpsamplerFile, UpsamplerTrainConfig, UpsamplerTrainer,
+    prepare_training_set, prepare_video_training_set, scan_dataset, scan_video_dataset, train,
+    FrozenUNet, PivotSource, PrepareOptions, RunDir, TimestepSampling, TrainingSet, UpsamplerFile,
+    UpsamplerTrainConfig, UpsamplerTrainer, VideoPrepareOptions,
 };
 use selfcascade_sd::unet::UNet2DConditionModel;
 use selfcascade_sd::upsampler::{
@@ -42,16 +44,34 @@ pub enum PivotArg {
 /// Arguments of `selfcascade train-upsampler`.
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
-    /// A diffusers Stable Diffusion folder (or a Hub repo id in the local cache).
+    /// A diffusers Stable Diffusion folder (or a Hub repo id in the local cache); or a text-to-video
+    /// model: a diffusers folder whose unet/ is a UNet3DConditionModel, or an LVDM checkpoint file
+    /// (with --tokenizer).
     #[arg(long)]
     model: PathBuf,
-    /// The data folder: images with a `.txt` caption beside each, or a `manifest.jsonl`.
+    /// The data folder: images with a `.txt` caption beside each, or a `manifest.jsonl`. For a
+    /// text-to-video model: one sub-folder of frames (PNG/JPEG, in file-name order) per clip, captioned
+    /// by `<clip>.txt` beside it or `caption.txt` inside it.
     #[arg(long)]
     data: PathBuf,
+    /// Video: frames per training clip.
+    #[arg(long, default_value_t = 16)]
+    frames: usize,
+    /// Video: take every N-th frame of a clip.
+    #[arg(long, default_value_t = 1)]
+    frame_stride: usize,
+    /// With an LVDM checkpoint: its CLIP ViT-L/14 tokenizer folder.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// With an LVDM checkpoint: a JSON file of `unet`, `vae`, `text_encoder` settings replacing
+    /// lvdm_short's.
+    #[arg(long)]
+    lvdm_config: Option<PathBuf>,
     /// The run folder: checkpoints/, loss.csv, upsampler.safetensors, cache/.
     #[arg(long)]
     out: PathBuf,
-    /// Training size in pixels, WIDTHxHEIGHT (default: twice the model's base size each side).
+    /// Training size in pixels, WIDTHxHEIGHT (default: twice the model's base size each side; for
+    /// video, the frame size).
     #[arg(long)]
     size: Option<String>,
     /// Upsampler architecture.
@@ -154,6 +174,19 @@ impl TrainArgs {
         Ok(config)
     }
 
+    /// `--size`, or twice `base` each side.
+    fn size_or_twice(&self, base: Size) -> CliResult<Size> {
+        match &self.size {
+            Some(s) => parse_size(s),
+            None => Ok(Size::new(2 * base.width, 2 * base.height)),
+        }
+    }
+
+    /// `--cache`, or OUT/cache.
+    fn cache_dir(&self) -> PathBuf {
+        self.cache.clone().unwrap_or_else(|| self.out.join("cache"))
+    }
+
     fn pivot_source(&self) -> CliResult<PivotSource> {
         Ok(match self.pivot {
             PivotArg::Downsampled => PivotSource::Downsampled,
@@ -217,21 +250,22 @@ fn run_on<A: AutodiffBackend>(
     devices: Vec<A::Device>,
 ) -> CliResult {
     let device = devices[0].clone();
-    let model = crate::generate::resolve_model(&args.model, args.variant.as_deref())?;
+    let model = if args.model.is_file() {
+        args.model.clone()
+    } else {
+        crate::generate::resolve_model(&args.model, args.variant.as_deref())?
+    };
+    if crate::video::is_video_model(&model) {
+        return run_video_on::<A>(args, &model, config, devices);
+    }
     let items = scan_dataset(&args.data).map_err(|e| e.to_string())?;
     let sd = StableDiffusion::<A::InnerBackend>::load(&model, args.variant.as_deref(), &device)
         .map_err(|e| e.to_string())?;
-    let size = match &args.size {
-        Some(s) => parse_size(s)?,
-        None => {
-            let base = sd.base_size();
-            Size::new(2 * base.width, 2 * base.height)
-        }
-    };
+    let size = args.size_or_twice(sd.base_size())?;
     let options = PrepareOptions {
         size,
         pivot: args.pivot_source()?,
-        cache: Some(args.cache.clone().unwrap_or_else(|| args.out.join("cache"))),
+        cache: Some(args.cache_dir()),
         seed: args.seed,
     };
     let bar = bar(args.quiet, items.len() as u64, "encoding")?;
@@ -243,71 +277,152 @@ fn run_on<A: AutodiffBackend>(
     let unet = UNet2DConditionModel::<A>::from_inner(sd.unet.clone());
     let scheduler = sd.scheduler_config.clone();
     drop(sd);
-    let run = RunDir::new(&args.out);
-    match args.arch {
-        ArchArg::Light => {
-            let c = LightUpsamplerConfig::for_unet(&unet);
-            let up = match &args.init {
-                Some(p) => LightUpsampler::<A>::load_safetensors(p, &c, &device),
-                None => LightUpsampler::<A>::init(&c, args.seed, &device),
-            }
-            .map_err(|e| e.to_string())?;
-            fit(args, unet, up, &scheduler, config, &data, &run, &devices)
-        }
-        ArchArg::Resblock => {
-            let c = ResBlockUpsamplerConfig::for_unet(&unet);
-            let up = match &args.init {
-                Some(p) if p.extension().is_some_and(|e| e != "safetensors") => {
-                    ResBlockUpsampler::<A>::load_pth(p, &c, &device)
-                }
-                Some(p) => ResBlockUpsampler::<A>::load_safetensors(p, &c, &device),
-                None => ResBlockUpsampler::<A>::init(&c, args.seed, &device),
-            }
-            .map_err(|e| e.to_string())?;
-            fit(args, unet, up, &scheduler, config, &data, &run, &devices)
-        }
-    }
+    let light = LightUpsamplerConfig::for_unet(&unet);
+    let resblock = ResBlockUpsamplerConfig::for_unet(&unet);
+    let job = FitJob {
+        args,
+        scheduler: &scheduler,
+        config,
+        devices: &devices,
+    };
+    job.with_upsampler(unet, &light, &resblock, &data)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn fit<A, U>(
+/// `train-upsampler` for a text-to-video model: clips in, the video UNet frozen.
+fn run_video_on<A: AutodiffBackend>(
     args: &TrainArgs,
-    unet: UNet2DConditionModel<A>,
-    upsampler: U,
-    scheduler: &selfcascade_core::scheduler::SchedulerConfig,
+    model: &std::path::Path,
     config: UpsamplerTrainConfig,
-    data: &selfcascade_sd::train::TrainingSet<A::InnerBackend>,
-    run: &RunDir,
-    devices: &[A::Device],
-) -> CliResult
-where
-    A: AutodiffBackend,
-    U: AutodiffModule<A> + FeatureUpsampler<A> + UpsamplerFile,
-{
-    let steps = config.steps;
-    let mut trainer = UpsamplerTrainer::new(unet, upsampler, scheduler, config, &devices[0])
-        .map_err(|e| e.to_string())?;
-    if devices.len() > 1 {
-        trainer
-            .set_devices(devices.to_vec())
-            .map_err(|e| e.to_string())?;
+    devices: Vec<A::Device>,
+) -> CliResult {
+    if args.pivot == PivotArg::Files {
+        return Err(
+            "--pivot files is for image data; video clips take --pivot downsampled or generated"
+                .into(),
+        );
     }
-    let bar = bar(args.quiet, steps, "training")?;
-    let reports = train(&mut trainer, data, run, args.resume, &mut |r| {
-        bar.set_position(r.step);
-        bar.set_message(format!("training, loss {:.4}", r.loss));
+    let clips = scan_video_dataset(&args.data).map_err(|e| e.to_string())?;
+    let t2v = crate::video::load_text_to_video::<A::InnerBackend>(
+        model,
+        args.variant.as_deref(),
+        args.tokenizer.as_deref(),
+        args.lvdm_config.as_deref(),
+        &devices[0],
+    )?;
+    let options = VideoPrepareOptions {
+        size: args.size_or_twice(t2v.base_size())?,
+        frames: args.frames,
+        frame_stride: args.frame_stride,
+        pivot: args.pivot_source()?,
+        cache: Some(args.cache_dir()),
+        seed: args.seed,
+    };
+    let bar = bar(args.quiet, clips.len() as u64, "encoding clips")?;
+    let data = prepare_video_training_set(&t2v, &clips, &options, &mut |done, _| {
+        bar.set_position(done as u64)
     })
     .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
-    if !args.quiet {
-        let last = reports.last().map(|r| r.loss).unwrap_or(f64::NAN);
-        eprintln!(
-            "trained {} step(s) (to step {steps}); last loss {last:.5}; weights in {}",
-            reports.len(),
-            run.weights().display()
-        );
+    let unet = VideoUNet::<A>::from_inner(t2v.unet.clone());
+    let scheduler = t2v.scheduler_config.clone();
+    drop(t2v);
+    let light = LightUpsamplerConfig {
+        channels: unet.injection_channels(),
+        time_embed_dim: unet.time_embed_dim(),
+    };
+    let resblock = ResBlockUpsamplerConfig {
+        channels: light.channels.clone(),
+        time_embed_dim: light.time_embed_dim,
+        groups: unet.groups(),
+        eps: ResBlockUpsamplerConfig::RELEASED_EPS,
+    };
+    let job = FitJob {
+        args,
+        scheduler: &scheduler,
+        config,
+        devices: &devices,
+    };
+    job.with_upsampler(unet, &light, &resblock, &data)
+}
+
+/// What a training run needs besides the UNet, the upsampler and the data.
+struct FitJob<'a, A: AutodiffBackend> {
+    args: &'a TrainArgs,
+    scheduler: &'a selfcascade_core::scheduler::SchedulerConfig,
+    config: UpsamplerTrainConfig,
+    devices: &'a [A::Device],
+}
+
+impl<A: AutodiffBackend> FitJob<'_, A> {
+    /// Makes the upsampler `--arch` names (from `--init` or seeded) and trains it.
+    fn with_upsampler<M: FrozenUNet<A>>(
+        self,
+        unet: M,
+        light: &LightUpsamplerConfig,
+        resblock: &ResBlockUpsamplerConfig,
+        data: &TrainingSet<A::InnerBackend>,
+    ) -> CliResult {
+        let (args, device) = (self.args, &self.devices[0]);
+        match args.arch {
+            ArchArg::Light => {
+                let up = match &args.init {
+                    Some(p) => LightUpsampler::<A>::load_safetensors(p, light, device),
+                    None => LightUpsampler::<A>::init(light, args.seed, device),
+                }
+                .map_err(|e| e.to_string())?;
+                self.fit(unet, up, data)
+            }
+            ArchArg::Resblock => {
+                let up = match &args.init {
+                    Some(p) if p.extension().is_some_and(|e| e != "safetensors") => {
+                        ResBlockUpsampler::<A>::load_pth(p, resblock, device)
+                    }
+                    Some(p) => ResBlockUpsampler::<A>::load_safetensors(p, resblock, device),
+                    None => ResBlockUpsampler::<A>::init(resblock, args.seed, device),
+                }
+                .map_err(|e| e.to_string())?;
+                self.fit(unet, up, data)
+            }
+        }
     }
-    Ok(())
+
+    fn fit<M, U>(self, unet: M, upsampler: U, data: &TrainingSet<A::InnerBackend>) -> CliResult
+    where
+        M: FrozenUNet<A>,
+        U: AutodiffModule<A> + FeatureUpsampler<A> + UpsamplerFile,
+    {
+        let (args, steps) = (self.args, self.config.steps);
+        let run = RunDir::new(&args.out);
+        let mut trainer = UpsamplerTrainer::new(
+            unet,
+            upsampler,
+            self.scheduler,
+            self.config,
+            &self.devices[0],
+        )
+        .map_err(|e| e.to_string())?;
+        if self.devices.len() > 1 {
+            trainer
+                .set_devices(self.devices.to_vec())
+                .map_err(|e| e.to_string())?;
+        }
+        let bar = bar(args.quiet, steps, "training")?;
+        let reports = train(&mut trainer, data, &run, args.resume, &mut |r| {
+            bar.set_position(r.step);
+            bar.set_message(format!("training, loss {:.4}", r.loss));
+        })
+        .map_err(|e| e.to_string())?;
+        bar.finish_and_clear();
+        if !args.quiet {
+            let last = reports.last().map(|r| r.loss).unwrap_or(f64::NAN);
+            eprintln!(
+                "trained {} step(s) (to step {steps}); last loss {last:.5}; weights in {}",
+                reports.len(),
+                run.weights().display()
+            );
+        }
+        Ok(())
+    }
 }
 
 fn bar(quiet: bool, len: u64, msg: &'static str) -> CliResult<ProgressBar> {

@@ -166,19 +166,13 @@ impl BackendJob for VideoJob {
     fn run<B: Backend>(self, device: B::Device) -> CliResult {
         let args = self.args;
         let t_start = Instant::now();
-        let mut t2v = if args.model.is_file() {
-            let tokenizer = args.tokenizer.as_ref().ok_or_else(|| {
-                format!(
-                    "{} is a checkpoint file (LVDM): give its CLIP tokenizer folder with --tokenizer DIR",
-                    args.model.display()
-                )
-            })?;
-            let parts = lvdm_parts(args.lvdm_config.as_deref())?;
-            TextToVideo::<B>::load_lvdm(&args.model, tokenizer, &parts, &device)
-        } else {
-            TextToVideo::<B>::load(&args.model, args.variant.as_deref(), &device)
-        }
-        .map_err(|e| e.to_string())?;
+        let mut t2v = load_text_to_video::<B>(
+            &args.model,
+            args.variant.as_deref(),
+            args.tokenizer.as_deref(),
+            args.lvdm_config.as_deref(),
+            &device,
+        )?;
         match (&args.upsamplers, self.method) {
             (Some(path), _) => {
                 let unet = &t2v.unet;
@@ -298,6 +292,44 @@ pub(crate) fn load_video_upsamplers<B: Backend>(
         time_embed_dim,
     };
     load_upsamplers_for::<B>(path, &resblock, &light, device)
+}
+
+/// Loads a text-to-video model: an LVDM checkpoint file (with its CLIP `tokenizer` folder and optional
+/// `lvdm_config` settings) or a diffusers text-to-video folder.
+pub(crate) fn load_text_to_video<B: Backend>(
+    model: &Path,
+    variant: Option<&str>,
+    tokenizer: Option<&Path>,
+    lvdm_config: Option<&Path>,
+    device: &B::Device,
+) -> CliResult<TextToVideo<B>> {
+    if model.is_file() {
+        let tokenizer = tokenizer.ok_or_else(|| {
+            format!(
+                "{} is a checkpoint file (LVDM): give its CLIP tokenizer folder with --tokenizer DIR",
+                model.display()
+            )
+        })?;
+        let parts = lvdm_parts(lvdm_config)?;
+        TextToVideo::<B>::load_lvdm(model, tokenizer, &parts, device)
+    } else {
+        TextToVideo::<B>::load(model, variant, device)
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// Whether `dir/config.json` describes diffusers' `UNet3DConditionModel` (the video UNet).
+pub(crate) fn is_unet3d(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| v["_class_name"] == "UNet3DConditionModel")
+}
+
+/// Whether `model` is a text-to-video model: a checkpoint file (LVDM) or a folder whose `unet/` is a
+/// `UNet3DConditionModel`.
+pub(crate) fn is_video_model(model: &Path) -> bool {
+    model.is_file() || is_unet3d(&model.join("unet"))
 }
 
 /// lvdm_short's parts, with the `unet`, `vae` and `text_encoder` objects of the JSON file `path`

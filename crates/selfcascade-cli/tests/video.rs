@@ -236,3 +236,79 @@ fn lvdm_checkpoint_makes_a_video() {
     assert_eq!(frames.len(), 3);
     assert!(frames.iter().all(|(w, h, _)| (*w, *h) == (256, 256)));
 }
+
+/// Writes clip `name` (`n` frames of 48×40 moving gradients) into `data`, captioned beside its folder.
+fn write_clip(data: &Path, name: &str, n: usize, caption: &str) {
+    let dir = data.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for k in 0..n as u32 {
+        image::RgbImage::from_fn(48, 40, |x, y| {
+            image::Rgb([(x * 5 + k * 9) as u8, (y * 6) as u8, 90])
+        })
+        .save(dir.join(format!("{k:03}.png")))
+        .unwrap();
+    }
+    std::fs::write(data.join(format!("{name}.txt")), caption).unwrap();
+}
+
+/// `train-upsampler` recognises a text-to-video model and trains the video UNet's upsamplers on clips
+/// (3 frames each at 64², pivots at 32²); `generate-video --method self-cascade-tuned` takes the result.
+#[test]
+fn train_upsampler_on_clips_then_generate_a_tuned_video() {
+    let model = t2v("train");
+    let dir = model.parent().unwrap().to_path_buf();
+    let data = dir.join("clips");
+    write_clip(&data, "a", 4, "a red circle moving left");
+    write_clip(&data, "b", 3, "a blue square");
+    let run_dir = dir.join("run");
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train-upsampler",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            run_dir.to_str().unwrap(),
+            "--size",
+            "64x64",
+            "--steps",
+            "3",
+            "--batch-size",
+            "2",
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        common::selfcascade(&args)
+    };
+    let (ok, _, err) = train(&["--frames", "3", "--pivot", "files"]);
+    assert!(!ok && err.contains("downsampled or generated"), "{err}");
+    let (ok, _, err) = train(&["--frames", "5"]);
+    assert!(!ok && err.contains("at least 5"), "{err}");
+    let (ok, _, err) = train(&["--frames", "3"]);
+    assert!(ok, "{err}");
+    let loss = std::fs::read_to_string(run_dir.join("loss.csv")).unwrap();
+    assert_eq!(loss.lines().count(), 4, "{loss}");
+    let weights = run_dir.join("upsampler.safetensors");
+    assert!(weights.is_file());
+    assert_eq!(
+        std::fs::read_dir(run_dir.join("cache")).unwrap().count(),
+        2,
+        "one cached latent file per clip"
+    );
+    let out = dir.join("tuned.gif");
+    let (ok, err) = run(
+        &model,
+        &out,
+        &[
+            "--width",
+            "64",
+            "--method",
+            "self-cascade-tuned",
+            "--upsamplers",
+            weights.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(gif_frames(&out).len(), 3);
+}

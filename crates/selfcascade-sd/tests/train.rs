@@ -192,18 +192,18 @@ fn draws_follow_the_config() {
         caption_dropout: 1.0,
         ..config(1)
     });
-    let d = t.draws(5, 6, [4, 16, 16]).unwrap();
+    let d = t.draws(5, 6, [1, 4, 16, 16]).unwrap();
     assert!(d.timesteps.iter().all(|t| (10..=12).contains(t)));
     assert!(d.dropped.iter().all(|d| *d));
     assert_eq!(d.noise.len(), 2 * 4 * 16 * 16);
     assert_eq!(
         d,
-        t.draws(5, 6, [4, 16, 16]).unwrap(),
+        t.draws(5, 6, [1, 4, 16, 16]).unwrap(),
         "draws depend on the step only"
     );
     // Three steps of batch 2 visit each of the 6 examples once (one epoch).
     let mut seen: Vec<usize> = (0..3)
-        .flat_map(|s| t.draws(s, 6, [4, 16, 16]).unwrap().examples)
+        .flat_map(|s| t.draws(s, 6, [1, 4, 16, 16]).unwrap().examples)
         .collect();
     seen.sort();
     assert_eq!(seen, (0..6).collect::<Vec<_>>());
@@ -404,7 +404,7 @@ fn lora_forward_is_x_w_plus_scaled_x_a_b() {
 fn bad_step_draws_are_errors() {
     let data = data();
     let mut t = trainer(config(1));
-    let good = t.draws(0, data.examples.len(), [4, 16, 16]).unwrap();
+    let good = t.draws(0, data.examples.len(), [1, 4, 16, 16]).unwrap();
     let cases = [
         StepDraws {
             examples: vec![0, 99],
@@ -427,6 +427,6 @@ fn bad_step_draws_are_errors() {
         let err = t.step_with(&data, bad).unwrap_err().to_string();
         assert!(err.contains("step draws"), "{err}");
     }
-    assert!(t.draws(0, 0, [4, 16, 16]).is_err());
+    assert!(t.draws(0, 0, [1, 4, 16, 16]).is_err());
     assert_eq!(t.steps_done(), 0);
 }

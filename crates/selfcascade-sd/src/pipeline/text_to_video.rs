@@ -30,7 +30,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 /// The denoiser of a text-to-video model.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum VideoUNet<B: Backend> {
     /// ModelScope text-to-video (diffusers' `UNet3DConditionModel`).
     ModelScope(Box<UNet3DConditionModel<B>>),

@@ -1,8 +1,8 @@
 //! The training set of Algorithm 1 in memory: clean high-resolution latents, their pivots and the
 //! text conditioning of their captions.
 
+use super::model::FrozenUNet;
 use crate::error::{Error, Result};
-use crate::unet::UNet2DConditionModel;
 use burn::tensor::{backend::Backend, Tensor};
 
 /// The text conditioning of one caption, batch 1: what the UNet takes besides the sample.
@@ -14,12 +14,12 @@ pub struct Conditioning<B: Backend> {
     pub added: Option<(Tensor<B, 2>, Tensor<B, 2>)>,
 }
 
-/// One training example.
+/// One training example: an image (F = 1) or a clip of F frames, one row per frame.
 #[derive(Debug, Clone)]
 pub struct TrainingExample<B: Backend> {
-    /// The clean high-resolution latent z₀ʳ `[1, C, H, W]`, scaled by the VAE's scaling factor.
+    /// The clean high-resolution latent z₀ʳ `[F, C, H, W]`, scaled by the VAE's scaling factor.
     pub latent: Tensor<B, 4>,
-    /// The clean pivot z₀^{r−1} `[1, C, H/2, W/2]`, scaled once like `latent`.
+    /// The clean pivot z₀^{r−1} `[F, C, H/2, W/2]`, scaled once like `latent`.
     pub pivot: Tensor<B, 4>,
     /// Index of its caption in [`TrainingSet::captions`].
     pub caption: usize,
@@ -37,14 +37,13 @@ pub struct TrainingSet<B: Backend> {
 }
 
 impl<B: Backend> TrainingSet<B> {
-    /// `[C, H, W]` of the latents.
-    pub fn latent_shape(&self) -> Result<[usize; 3]> {
+    /// `[F, C, H, W]` of one example's latent (F = 1 for images, the frames of a clip otherwise).
+    pub fn latent_shape(&self) -> Result<[usize; 4]> {
         let first = self
             .examples
             .first()
             .ok_or_else(|| Error::Input("the training set has no examples".into()))?;
-        let [_, c, h, w] = first.latent.dims();
-        Ok([c, h, w])
+        Ok(first.latent.dims())
     }
 
     /// The conditioning of example `i`, or of the empty caption when `dropped`.
@@ -67,29 +66,34 @@ impl<B: Backend> TrainingSet<B> {
         })
     }
 
-    /// Checks the set against `unet`: at least one example, every latent `[1, in_channels, H, W]` of
-    /// one size, every pivot half of it, every caption index valid, every conditioning of one shape
-    /// and of the UNet's kind (SDXL's added conditioning present exactly when the UNet has one).
-    pub fn check<BU: Backend>(&self, unet: &UNet2DConditionModel<BU>) -> Result<()> {
-        let [c, h, w] = self.latent_shape()?;
-        let cin = unet.config().in_channels;
+    /// Checks the set against `unet`: at least one example, every latent `[F, in_channels, H, W]` of
+    /// one shape (F = 1 unless the UNet is a video UNet), every pivot half of it, every caption index
+    /// valid, every conditioning of one shape and of the UNet's text width.
+    pub fn check<BU: Backend, M: FrozenUNet<BU>>(&self, unet: &M) -> Result<()> {
+        let [f, c, h, w] = self.latent_shape()?;
+        let cin = unet.in_channels();
         if c != cin {
             return Err(Error::Input(format!(
                 "training latents have {c} channels; the UNet takes {cin}"
             )));
         }
+        if f == 0 || (f != 1 && !unet.is_video()) {
+            return Err(Error::Input(format!(
+                "training examples of {f} frames; an image UNet trains on single images [1, {c}, H, W]"
+            )));
+        }
         for (i, e) in self.examples.iter().enumerate() {
             let l = e.latent.dims();
             let p = e.pivot.dims();
-            if l != [1, c, h, w] {
+            if l != [f, c, h, w] {
                 return Err(Error::Input(format!(
-                    "example {i}: latent {l:?}; every latent must be [1, {c}, {h}, {w}] like the first \
-                     (train one resolution per run)"
+                    "example {i}: latent {l:?}; every latent must be [{f}, {c}, {h}, {w}] like the first \
+                     (train one resolution and frame count per run)"
                 )));
             }
-            if p != [1, c, h / 2, w / 2] || h % 2 != 0 || w % 2 != 0 {
+            if p != [f, c, h / 2, w / 2] || h % 2 != 0 || w % 2 != 0 {
                 return Err(Error::Input(format!(
-                    "example {i}: pivot {p:?} for a latent {l:?}; the pivot must be [1, {c}, H/2, W/2] \
+                    "example {i}: pivot {p:?} for a latent {l:?}; the pivot must be [{f}, {c}, H/2, W/2] \
                      (the previous stage, half the size)"
                 )));
             }
@@ -102,7 +106,7 @@ impl<B: Backend> TrainingSet<B> {
             )
         };
         let reference = shape(&self.empty_caption);
-        let cross = unet.arch().cross_attention_dim;
+        let cross = unet.cross_attention_dim();
         if reference.0[0] != 1 || reference.0[2] != cross {
             return Err(Error::Input(format!(
                 "caption conditioning {:?}; the UNet expects [1, M, {cross}]",

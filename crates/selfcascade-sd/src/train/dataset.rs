@@ -50,7 +50,7 @@ pub enum PivotSource {
 }
 
 impl PivotSource {
-    fn cache_tag(&self) -> String {
+    pub(super) fn cache_tag(&self) -> String {
         match self {
             Self::Downsampled => "downsampled".into(),
             Self::Generated {
@@ -72,7 +72,7 @@ struct ManifestLine {
 }
 
 /// Image files this reader decodes.
-const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+pub(super) const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
 /// Lists a data folder: the lines of `dir/manifest.jsonl` when it exists (`{"image": "a.png",
 /// "caption": "…", "pivot": "a.pivot.safetensors"}`, paths relative to `dir`), otherwise every
@@ -156,7 +156,7 @@ pub struct PrepareOptions {
 }
 
 /// Loads `path` as RGB8.
-fn load_rgb(path: &Path) -> Result<image::RgbImage> {
+pub(super) fn load_rgb(path: &Path) -> Result<image::RgbImage> {
     let img = image::open(path).map_err(|e| {
         Error::Input(format!(
             "{}: cannot read the image: {e} (PNG and JPEG are supported)",
@@ -275,22 +275,23 @@ fn conditioning<B: Backend>(
     })
 }
 
+/// A file for a cache key: its path, length and modification time.
+pub(super) fn stamp(path: &Path) -> String {
+    let meta = std::fs::metadata(path).ok();
+    let len = meta.as_ref().map(|m| m.len()).unwrap_or_default();
+    let modified = meta
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{}|{len}|{modified}", path.display())
+}
+
 fn cache_key<B: Backend>(
     sd: &StableDiffusion<B>,
     item: &DatasetItem,
     options: &PrepareOptions,
 ) -> String {
-    // A file by its path, length and modification time.
-    let stamp = |path: &Path| {
-        let meta = std::fs::metadata(path).ok();
-        let len = meta.as_ref().map(|m| m.len()).unwrap_or_default();
-        let modified = meta
-            .and_then(|m| m.modified().ok())
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        format!("{}|{len}|{modified}", path.display())
-    };
     format!(
         "v1|{}|{}x{}|{}|{}|{}|{}",
         stamp(&item.image),
@@ -317,11 +318,23 @@ fn cached_latents<B: Backend>(
     index: usize,
     options: &PrepareOptions,
 ) -> Result<(Tensor<B, 4>, Tensor<B, 4>)> {
-    let key = cache_key(sd, item, options);
-    let file = options
-        .cache
-        .as_ref()
-        .map(|dir| dir.join(format!("{:016x}.safetensors", fnv1a(&key))));
+    cached(
+        options.cache.as_deref(),
+        cache_key(sd, item, options),
+        sd.device(),
+        || encode_item(sd, item, index, options),
+    )
+}
+
+/// The `(latent, pivot)` pair cached under `key` in `cache` (`<hash of key>.safetensors`, holding the
+/// key), or computed by `compute` and written there.
+pub(super) fn cached<B: Backend>(
+    cache: Option<&Path>,
+    key: String,
+    device: &B::Device,
+    compute: impl FnOnce() -> Result<(Tensor<B, 4>, Tensor<B, 4>)>,
+) -> Result<(Tensor<B, 4>, Tensor<B, 4>)> {
+    let file = cache.map(|dir| dir.join(format!("{:016x}.safetensors", fnv1a(&key))));
     if let Some(file) = file.as_ref().filter(|f| f.is_file()) {
         if let Ok(store) = TensorStore::open(std::slice::from_ref(file)) {
             if store.metadata("key") == Some(key.as_str()) {
@@ -330,16 +343,13 @@ fn cached_latents<B: Backend>(
                     let shape: [usize; 4] = t.shape.clone().try_into().map_err(|_| {
                         Error::Weights(format!("{}: `{name}` is not 4-D", file.display()))
                     })?;
-                    Ok(Tensor::from_data(
-                        TensorData::new(t.data, shape),
-                        sd.device(),
-                    ))
+                    Ok(Tensor::from_data(TensorData::new(t.data, shape), device))
                 };
                 return Ok((read("latent")?, read("pivot")?));
             }
         }
     }
-    let (latent, pivot) = encode_item(sd, item, index, options)?;
+    let (latent, pivot) = compute()?;
     if let Some(file) = file {
         let tensors = [
             crate::upsampler::NamedTensor::of("latent".into(), latent.clone()),

@@ -5,10 +5,13 @@
 //!   decay 0.01, t ~ U{1..K}, caption dropout 10%);
 //! - [`TrainingSet`]: clean high-resolution latents, their pivots and caption conditioning;
 //! - [`UpsamplerTrainer`]: one step of Algorithm 1 on burn's autodiff, checkpoints with exact resume;
-//! - [`train`]: the run around it (checkpoints every N steps, `loss.csv`, the trained weights).
+//! - [`train`]: the run around it (checkpoints every N steps, `loss.csv`, the trained weights);
+//! - [`FrozenUNet`]: the UNets it trains for — the image UNet, and [`crate::pipeline::VideoUNet`]
+//!   (ModelScope, LVDM), whose examples are clips of F frames `[F, C, H, W]`.
 //!
 //! Folders of captioned images become a [`TrainingSet`] through [`scan_dataset`] and
-//! [`prepare_training_set`] (VAE latents, cached); any other source can fill one directly:
+//! [`prepare_training_set`] (VAE latents, cached), folders of clips through [`scan_video_dataset`] and
+//! [`prepare_video_training_set`]; any other source can fill one directly:
 //!
 //! ```
 //! use burn::backend::{Autodiff, Flex};
@@ -51,7 +54,9 @@
 mod config;
 mod data;
 mod dataset;
+mod model;
 mod trainer;
+mod video_dataset;
 
 pub use config::{TimestepSampling, UpsamplerTrainConfig};
 pub use data::{Conditioning, TrainingExample, TrainingSet};
@@ -59,8 +64,12 @@ pub use dataset::{
     image_tensor, prepare_training_set, resize_and_crop, scan_dataset, DatasetItem, PivotSource,
     PrepareOptions,
 };
+pub use model::FrozenUNet;
 pub use trainer::{
     list_checkpoints, train, RunDir, StepDraws, StepReport, UpsamplerFile, UpsamplerTrainer,
+};
+pub use video_dataset::{
+    prepare_video_training_set, scan_video_dataset, VideoClip, VideoPrepareOptions,
 };
 
 impl<B: burn::tensor::backend::Backend> UpsamplerFile for crate::upsampler::LightUpsampler<B> {

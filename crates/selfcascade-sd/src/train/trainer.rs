@@ -2,9 +2,10 @@
 
 use super::config::UpsamplerTrainConfig;
 use super::data::TrainingSet;
+use super::model::FrozenUNet;
 use crate::error::{Error, Result};
 use crate::unet::{PivotInjection, UNet2DConditionModel, UNetHooks};
-use burn::module::{AutodiffModule, Module};
+use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, GradientsParams, MultiGradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
@@ -56,7 +57,7 @@ pub struct StepDraws {
     pub timesteps: Vec<usize>,
     /// Caption dropped per example.
     pub dropped: Vec<bool>,
-    /// ε, row-major `[batch, C, H, W]`.
+    /// ε, row-major `[batch·F, C, H, W]` (F frames per example).
     pub noise: Vec<f32>,
 }
 
@@ -70,8 +71,15 @@ pub struct StepDraws {
 ///
 /// Everything random is drawn from a ChaCha8 stream selected by the step number, so the run is a
 /// function of (seed, data, step) and a run resumed from a checkpoint continues exactly.
-pub struct UpsamplerTrainer<A: AutodiffBackend, U: AutodiffModule<A>> {
-    unet: UNet2DConditionModel<A>,
+///
+/// `M` is the frozen UNet: the image UNet by default, or a [`crate::pipeline::VideoUNet`], which trains
+/// on clips (one timestep, caption and pivot clip per example; the upsamplers see every frame).
+pub struct UpsamplerTrainer<
+    A: AutodiffBackend,
+    U: AutodiffModule<A>,
+    M: FrozenUNet<A> = UNet2DConditionModel<A>,
+> {
+    unet: M,
     upsampler: U,
     optimizer: OptimizerAdaptor<AdamW, U, A>,
     alphas_cumprod: Vec<f64>,
@@ -80,7 +88,7 @@ pub struct UpsamplerTrainer<A: AutodiffBackend, U: AutodiffModule<A>> {
     step: u64,
     device: A::Device,
     /// Data-parallel replicas of the frozen UNet, one per device ([`Self::set_devices`]).
-    replicas: Vec<(UNet2DConditionModel<A>, A::Device)>,
+    replicas: Vec<(M, A::Device)>,
 }
 
 /// `state.json` of a checkpoint.
@@ -94,15 +102,16 @@ struct CheckpointState {
 const CHECKPOINT_FORMAT: &str = "selfcascade-upsampler-training/1";
 type Rec = NamedMpkFileRecorder<FullPrecisionSettings>;
 
-impl<A, U> UpsamplerTrainer<A, U>
+impl<A, U, M> UpsamplerTrainer<A, U, M>
 where
     A: AutodiffBackend,
     U: AutodiffModule<A> + FeatureUpsampler<A> + UpsamplerFile,
+    M: FrozenUNet<A>,
 {
     /// A trainer at step 0. `unet` is frozen here (`no_grad`); `upsampler` must match its injection
     /// points; `scheduler` gives ᾱ and the prediction type.
     pub fn new(
-        unet: UNet2DConditionModel<A>,
+        unet: M,
         upsampler: U,
         scheduler: &SchedulerConfig,
         config: UpsamplerTrainConfig,
@@ -117,7 +126,7 @@ where
             .map(f64::from)
             .collect();
         Ok(Self {
-            unet: unet.no_grad(),
+            unet: unet.frozen(),
             upsampler,
             optimizer: config.optimizer().init(),
             alphas_cumprod,
@@ -145,7 +154,7 @@ where
     }
 
     /// The frozen UNet.
-    pub fn unet(&self) -> &UNet2DConditionModel<A> {
+    pub fn unet(&self) -> &M {
         &self.unet
     }
 
@@ -155,9 +164,9 @@ where
     }
 
     /// The draws of (0-based) step `step` for a set of `len` examples whose latents have `shape`
-    /// `[C, H, W]`: an epoch-wise permutation of the examples (a new one per epoch), then per
-    /// example t, the caption dropout coin and ε.
-    pub fn draws(&self, step: u64, len: usize, shape: [usize; 3]) -> Result<StepDraws> {
+    /// `[F, C, H, W]` ([`TrainingSet::latent_shape`]): an epoch-wise permutation of the examples (a new
+    /// one per epoch), then per example t, the caption dropout coin and ε.
+    pub fn draws(&self, step: u64, len: usize, shape: [usize; 4]) -> Result<StepDraws> {
         let b = self.config.batch_size;
         if len == 0 {
             return Err(Error::Input("the training set has no examples".into()));
@@ -216,14 +225,14 @@ where
     /// The loss with a given replica of the UNet and Φ on `device`.
     fn loss_on(
         &self,
-        unet: &UNet2DConditionModel<A>,
+        unet: &M,
         upsampler: &U,
         device: &A::Device,
         data: &TrainingSet<A::InnerBackend>,
         draws: &StepDraws,
     ) -> Result<Tensor<A, 1>> {
         self.check_draws(data, draws)?;
-        let [c, h, w] = data.latent_shape()?;
+        let [f, c, h, w] = data.latent_shape()?;
         let b = draws.examples.len();
         let lift = |t: Tensor<A::InnerBackend, 4>| Tensor::<A, 4>::from_inner(t.to_device(device));
         let pick = |f: &dyn Fn(usize) -> Tensor<A::InnerBackend, 4>| {
@@ -255,15 +264,18 @@ where
                 };
                 (lift2(texts), lift2(ids))
             });
-        let noise =
-            Tensor::<A, 4>::from_data(TensorData::new(draws.noise.clone(), [b, c, h, w]), device);
-        let column = |f: &dyn Fn(f64) -> f64| {
+        let noise = Tensor::<A, 4>::from_data(
+            TensorData::new(draws.noise.clone(), [b * f, c, h, w]),
+            device,
+        );
+        // A per-example coefficient, repeated for each of the example's frames.
+        let column = |g: &dyn Fn(f64) -> f64| {
             let v: Vec<f32> = draws
                 .timesteps
                 .iter()
-                .map(|&t| f(self.alphas_cumprod[t]) as f32)
+                .flat_map(|&t| std::iter::repeat_n(g(self.alphas_cumprod[t]) as f32, f))
                 .collect();
-            Tensor::<A, 4>::from_data(TensorData::new(v, [b, 1, 1, 1]), device)
+            Tensor::<A, 4>::from_data(TensorData::new(v, [b * f, 1, 1, 1]), device)
         };
         let sqrt_a = column(&|a| a.sqrt());
         let sqrt_1ma = column(&|a| (1.0 - a).sqrt());
@@ -281,7 +293,7 @@ where
             }),
             ..Default::default()
         };
-        let prediction = unet.forward(noisy, &timesteps, context, added, &hooks)?;
+        let prediction = unet.predict(noisy, f, &timesteps, context, added, &hooks)?;
         Ok((prediction - target).square().mean())
     }
 
@@ -580,8 +592,8 @@ const LOSS_HEADER: &str = "step,loss,learning_rate,timesteps,dropped";
 /// and at the end, appends each step to `loss.csv`, calls `on_step` after each step, and saves the
 /// trained weights to `upsampler.safetensors` (and `upsampler_only.pth` for ResBlock upsamplers).
 /// Returns the report of every step run by this call.
-pub fn train<A, U>(
-    trainer: &mut UpsamplerTrainer<A, U>,
+pub fn train<A, U, M>(
+    trainer: &mut UpsamplerTrainer<A, U, M>,
     data: &TrainingSet<A::InnerBackend>,
     run: &RunDir,
     resume: bool,
@@ -590,6 +602,7 @@ pub fn train<A, U>(
 where
     A: AutodiffBackend,
     U: AutodiffModule<A> + FeatureUpsampler<A> + UpsamplerFile,
+    M: FrozenUNet<A>,
 {
     data.check(trainer.unet())?;
     std::fs::create_dir_all(&run.root).map_err(|e| Error::io(&run.root, e))?;

@@ -40,7 +40,7 @@ pub use hooks::{
     redilated_conv, resize_bilinear, resize_nearest, PivotInjection, UNetHooks, MAX_DILATION,
 };
 pub use model::UNet2DConditionModel;
-pub use model3d::{fold_frames, UNet3DConditionModel};
+pub use model3d::{fold_frames, unfold_frames, UNet3DConditionModel};
 pub use resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
 pub(crate) use temporal::{fold_frames as from_video_layout, unfold_frames as to_video_layout};
 pub use temporal::{TemporalConv, TemporalConvLayer, TemporalConvStage, TransformerTemporalModel};

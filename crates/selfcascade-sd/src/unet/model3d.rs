@@ -224,3 +224,15 @@ pub fn fold_frames<B: Backend>(x: Tensor<B, 5>) -> Tensor<B, 4> {
     let [b, c, t, h, w] = x.dims();
     x.swap_dims(1, 2).reshape([b * t, c, h, w])
 }
+
+/// `[B·T, C, h, w]` → `[B, C, T, h, w]`, the inverse of [`fold_frames`]. Errors unless the batch is a
+/// multiple of `frames` (≥ 1).
+pub fn unfold_frames<B: Backend>(x: Tensor<B, 4>, frames: usize) -> Result<Tensor<B, 5>> {
+    let [bt, c, h, w] = x.dims();
+    if frames == 0 || !bt.is_multiple_of(frames) {
+        return Err(Error::Input(format!(
+            "{bt} rows cannot be split into videos of {frames} frames"
+        )));
+    }
+    Ok(x.reshape([bt / frames, frames, c, h, w]).swap_dims(1, 2))
+}

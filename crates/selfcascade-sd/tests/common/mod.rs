@@ -60,3 +60,5 @@ impl selfcascade_core::FeatureUpsampler<B> for Trivial {
         Ok(up.add(temb.mean_dim(1).mul_scalar(self.k).reshape([rows, 1, 1, 1])))
     }
 }
+
+pub mod byte_tokenizer;
