@@ -204,20 +204,8 @@ fn tuned_video_takes_upsamplers_for_the_video_unet() {
 #[test]
 fn lvdm_checkpoint_makes_a_video() {
     let dir = common::tmp("video", "lvdm");
-    let ckpt = models().join("../lvdm/tiny.ckpt");
-    let read = |p: PathBuf| -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-    };
-    let config = serde_json::json!({
-        "unet": read(models().join("../lvdm/config.json")),
-        "vae": read(models().join("sd15/vae/config.json")),
-        "text_encoder": read(models().join("sd15/text_encoder/config.json")),
-    });
-    let config_path = dir.join("lvdm.json");
-    std::fs::write(&config_path, config.to_string()).unwrap();
-    write_byte_tokenizer(&dir.join("tokenizer"));
+    let (ckpt, config_path, tok) = lvdm(&dir);
     let out = dir.join("lvdm.gif");
-    let tok = dir.join("tokenizer");
     let base = [
         "--lvdm-config",
         config_path.to_str().unwrap(),
@@ -235,6 +223,24 @@ fn lvdm_checkpoint_makes_a_video() {
     let frames = gif_frames(&out);
     assert_eq!(frames.len(), 3);
     assert!(frames.iter().all(|(w, h, _)| (*w, *h) == (256, 256)));
+}
+
+/// The tiny LVDM checkpoint, an `--lvdm-config` file with its parts' settings and a tokenizer folder
+/// written into `dir`.
+fn lvdm(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let read = |p: PathBuf| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let config = serde_json::json!({
+        "unet": read(models().join("../lvdm/config.json")),
+        "vae": read(models().join("sd15/vae/config.json")),
+        "text_encoder": read(models().join("sd15/text_encoder/config.json")),
+    });
+    let config_path = dir.join("lvdm.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let tok = dir.join("tokenizer");
+    write_byte_tokenizer(&tok);
+    (models().join("../lvdm/tiny.ckpt"), config_path, tok)
 }
 
 /// Writes clip `name` (`n` frames of 48×40 moving gradients) into `data`, captioned beside its folder.
@@ -311,4 +317,181 @@ fn train_upsampler_on_clips_then_generate_a_tuned_video() {
     );
     assert!(ok, "{err}");
     assert_eq!(gif_frames(&out).len(), 3);
+}
+
+/// The LVDM checkpoint trains its upsamplers on clips through the same command, and generates with them.
+#[test]
+fn train_upsampler_on_clips_for_lvdm() {
+    let dir = common::tmp("video", "train-lvdm");
+    let (ckpt, config, tok) = lvdm(&dir);
+    let data = dir.join("clips");
+    write_clip(&data, "a", 3, "a red circle moving left");
+    let run_dir = dir.join("run");
+    let lvdm_args = [
+        "--tokenizer",
+        tok.to_str().unwrap(),
+        "--lvdm-config",
+        config.to_str().unwrap(),
+    ];
+    let mut args = vec![
+        "train-upsampler",
+        "--model",
+        ckpt.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+        "--size",
+        "64x64",
+        "--frames",
+        "3",
+        "--steps",
+        "2",
+        "--batch-size",
+        "1",
+        "--arch",
+        "resblock",
+        "--quiet",
+    ];
+    args.extend_from_slice(&lvdm_args);
+    let (ok, _, err) = common::selfcascade(&args);
+    assert!(ok, "{err}");
+    let weights = run_dir.join("upsampler.safetensors");
+    assert!(run_dir.join("upsampler_only.pth").is_file());
+    let out = dir.join("tuned.gif");
+    let mut gen = vec![
+        "--width",
+        "256",
+        "--method",
+        "self-cascade-tuned",
+        "--upsamplers",
+        weights.to_str().unwrap(),
+    ];
+    gen.extend_from_slice(&lvdm_args);
+    let (ok, err) = run(&ckpt, &out, &gen);
+    assert!(ok, "{err}");
+    assert_eq!(gif_frames(&out).len(), 3);
+}
+
+/// `inspect run` on the video UNet with `--upsamplers` and a 5-D `pivot` equals the library's tuned
+/// forward (pivot frames folded into the batch, the light upsamplers loaded from the same file); a pivot
+/// without upsamplers is an error naming both.
+#[test]
+fn inspect_run_takes_upsamplers_and_a_video_pivot() {
+    use burn::backend::Flex;
+    use burn::tensor::{Tensor, TensorData};
+    use selfcascade_sd::unet::{fold_frames, PivotInjection, UNet3DConditionModel, UNetHooks};
+    use selfcascade_sd::upsampler::{LightUpsampler, LightUpsamplerConfig};
+    let dir = common::tmp("video", "inspect");
+    let dev = Default::default();
+    let config = LightUpsamplerConfig {
+        channels: vec![16, 32, 32, 32],
+        time_embed_dim: 64,
+    };
+    let ups = dir.join("light.safetensors");
+    let phi = LightUpsampler::<Flex>::init(&config, 5, &dev).unwrap();
+    phi.save_safetensors(&ups).unwrap();
+    // Inputs: a 3-frame 16×16 latent, its 8×8 pivot, a caption of 5 tokens, t = 400.
+    let values = |n: usize, seed: u32| -> Vec<f32> {
+        (0..n as u32)
+            .map(|i| ((i.wrapping_mul(2654435761) ^ seed) % 2001) as f32 / 1000.0 - 1.0)
+            .collect()
+    };
+    let tensors = [
+        ("sample", vec![1, 4, 3, 16, 16], values(4 * 3 * 256, 1)),
+        ("pivot", vec![1, 4, 3, 8, 8], values(4 * 3 * 64, 2)),
+        ("encoder_hidden_states", vec![1, 5, 32], values(5 * 32, 3)),
+        ("timestep", vec![1], vec![400.0]),
+    ];
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), b)| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
+                    .unwrap();
+            (name.to_string(), view)
+        })
+        .collect();
+    let input = dir.join("in.safetensors");
+    safetensors::serialize_to_file(views, None, &input).unwrap();
+    let model = models().join("ms-t2v");
+    let output = dir.join("out.safetensors");
+    let inspect = |extra: &[&str]| {
+        let mut args = vec![
+            "inspect",
+            "run",
+            "--model",
+            model.to_str().unwrap(),
+            "--component",
+            "unet",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        common::selfcascade(&args)
+    };
+    let (ok, _, err) = inspect(&[]);
+    assert!(
+        !ok && err.contains("--upsamplers") && err.contains("pivot"),
+        "{err}"
+    );
+    let (ok, _, err) = inspect(&["--upsamplers", ups.to_str().unwrap()]);
+    assert!(ok, "{err}");
+
+    let tensor = |i: usize| {
+        let (_, shape, v) = &tensors[i];
+        TensorData::new(v.clone(), shape.clone())
+    };
+    let unet = UNet3DConditionModel::<Flex>::load(&model.join("unet"), Some("fp16"), &dev).unwrap();
+    let hooks = UNetHooks {
+        pivot: Some(PivotInjection {
+            latent: fold_frames(Tensor::<Flex, 5>::from_data(tensor(1), &dev)),
+            upsampler: &phi,
+        }),
+        ..Default::default()
+    };
+    let want: Vec<f32> = unet
+        .forward(
+            Tensor::from_data(tensor(0), &dev),
+            &[400.0],
+            Tensor::from_data(tensor(2), &dev),
+            &hooks,
+        )
+        .unwrap()
+        .into_data()
+        .to_vec()
+        .unwrap();
+    let file = std::fs::read(&output).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&file).unwrap();
+    let out = st.tensor("out").unwrap();
+    assert_eq!(out.shape(), &[1, 4, 3, 16, 16]);
+    let got: Vec<f32> = out
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert_eq!(
+        got, want,
+        "inspect run differs from the library's tuned forward"
+    );
+    // Without the injection the output differs: the upsamplers took part.
+    let plain: Vec<f32> = unet
+        .forward(
+            Tensor::from_data(tensor(0), &dev),
+            &[400.0],
+            Tensor::from_data(tensor(2), &dev),
+            &UNetHooks::default(),
+        )
+        .unwrap()
+        .into_data()
+        .to_vec()
+        .unwrap();
+    assert!(plain != want);
 }
