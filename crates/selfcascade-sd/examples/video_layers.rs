@@ -53,6 +53,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let stage = &conv.conv1;
     time("  one temporal conv", &|| stage.conv.forward(v.clone()));
+    time("  same, burn's conv2d (3×1)", &|| {
+        burn::tensor::module::conv2d(
+            v.clone(),
+            stage.conv.weight.val(),
+            Some(stage.conv.bias.val()),
+            burn::tensor::ops::ConvOptions::new([1, 1], [1, 0], [1, 1], 1),
+        )
+    });
     time("  one GroupNorm+SiLU (video)", &|| {
         stage.norm.forward_silu(v.clone())
     });

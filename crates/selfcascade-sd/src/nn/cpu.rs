@@ -201,6 +201,79 @@ pub fn linear<B: Backend, const D: usize>(
     Some(f32_tensor(o, dims, &x.device()))
 }
 
+/// The video UNet's temporal convolution (`Conv3d` with kernel (3, 1, 1), padding (1, 0, 0)) on `x`
+/// `[B, C, T, N]` (frames along dim 2, pixels along dim 3) with `weight` `[O, C, 3, 1]`:
+/// `y[:, :, t] = W₀·x[:, :, t−1] + W₁·x[:, :, t] + W₂·x[:, :, t+1] + b`. Per video, x is a `[C, T·N]`
+/// matrix and each tap one GEMM over a shifted range of its columns (frame t−1 of every output frame is
+/// N columns to the left), read in place: no padded or shifted copies.
+pub fn temporal_conv<B: Backend>(
+    x: &Tensor<B, 4>,
+    weight: &Tensor<B, 4>,
+    bias: Option<&Tensor<B, 1>>,
+) -> Option<Tensor<B, 4>> {
+    let [b, c, t, n] = x.dims();
+    let [o, wc, taps, kw] = weight.dims();
+    if wc != c
+        || taps != 3
+        || kw != 1
+        || b * c * t * n * o == 0
+        || bias.is_some_and(|v| v.dims() != [o])
+    {
+        return None;
+    }
+    let xd = host_f32(x)?;
+    let wd = host_f32(weight)?;
+    let bd = match bias {
+        Some(v) => Some(host_f32(v)?),
+        None => None,
+    };
+    let tn = t * n;
+    let mut out = vec![0f32; b * o * tn];
+    // Tap k of `[O, C, 3, 1]` row-major: W_k[o][c] at o·3C + 3c + k.
+    let tap = |k: usize| (&wd[k..], Strides { rs: 3 * c, cs: 3 });
+    for (video, y) in xd.chunks_exact(c * tn).zip(out.chunks_exact_mut(o * tn)) {
+        if let Some(bd) = &bd {
+            y.par_chunks_mut(tn)
+                .zip(bd.par_iter())
+                .for_each(|(row, &v)| row.fill(v));
+        }
+        let rows = Strides::rows(tn);
+        // The centre tap over every frame.
+        matmul(
+            [o, tn, c],
+            (&mut y[..], rows),
+            bd.is_some(),
+            tap(1),
+            (video, rows),
+            1.0,
+            true,
+        );
+        if t > 1 {
+            let shifted = (t - 1) * n;
+            // Frames 1..T take frame t−1 (tap 0); frames 0..T−1 take frame t+1 (tap 2).
+            matmul(
+                [o, shifted, c],
+                (&mut y[n..], rows),
+                true,
+                tap(0),
+                (video, rows),
+                1.0,
+                true,
+            );
+            matmul(
+                [o, shifted, c],
+                (&mut y[..], rows),
+                true,
+                tap(2),
+                (&video[n..], rows),
+                1.0,
+                true,
+            );
+        }
+    }
+    Some(f32_tensor(out, [b, o, t, n], &x.device()))
+}
+
 /// Queries handled together: each block is one task for the thread pool.
 const QUERY_BLOCK: usize = 512;
 
@@ -609,6 +682,28 @@ mod tests {
             err < 2e-5,
             "{b}x{h}x{n}x{m}x{d}x{dv} causal={causal}: max error {err}"
         );
+    }
+
+    #[test]
+    fn temporal_conv_matches_burns_conv2d() {
+        use burn::tensor::module::conv2d;
+        use burn::tensor::ops::ConvOptions;
+        let dev = Default::default();
+        for (b, c, o, t, n, bias) in [
+            (2, 5, 7, 4, 9, true),
+            (1, 3, 3, 1, 6, false),
+            (1, 4, 2, 2, 1, true),
+        ] {
+            let x = Tensor::<Flex, 4>::random([b, c, t, n], Distribution::Normal(0.0, 1.0), &dev);
+            let w = Tensor::<Flex, 4>::random([o, c, 3, 1], Distribution::Normal(0.0, 1.0), &dev);
+            let bv =
+                bias.then(|| Tensor::<Flex, 1>::random([o], Distribution::Normal(0.0, 1.0), &dev));
+            let got = temporal_conv(&x, &w, bv.as_ref()).expect("flex f32 takes the owned kernel");
+            let options = ConvOptions::new([1, 1], [1, 0], [1, 1], 1);
+            let want = conv2d(x, w, bv, options);
+            let err = max_abs_diff(got, want);
+            assert!(err < 1e-5, "{b}x{c}x{t}x{n} → {o}: max error {err}");
+        }
     }
 
     pub(super) fn max_abs_diff<const D: usize>(got: Tensor<Flex, D>, want: Tensor<Flex, D>) -> f32 {

@@ -52,6 +52,20 @@ pub fn conv2d<B: Backend>(
     )
 }
 
+/// The temporal convolution of the video UNet: a `Conv3d` (3, 1, 1) with padding (1, 0, 0) on `x`
+/// `[B, C, T, N]`, `weight` `[O, C, 3, 1]` (burn's `conv2d` with a 3×1 kernel; an owned kernel on the CPU).
+pub fn temporal_conv<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+) -> Tensor<B, 4> {
+    #[cfg(feature = "flex")]
+    if let Some(y) = super::cpu::temporal_conv(&x, &weight, bias.as_ref()) {
+        return y;
+    }
+    burn_conv2d(x, weight, bias, ConvOptions::new([1, 1], [1, 0], [1, 1], 1))
+}
+
 /// `x·W + b` over the last dimension, `weight` `[in, out]` (any layout).
 pub fn linear<B: Backend, const D: usize>(
     x: Tensor<B, D>,

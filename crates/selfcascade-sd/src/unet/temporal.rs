@@ -6,10 +6,8 @@
 use super::attention::BasicTransformerBlock;
 use crate::error::{Error, Result};
 use crate::load::{Init, Vb};
-use crate::nn::{GroupNorm, Linear};
+use crate::nn::{kernels, GroupNorm, Linear};
 use burn::module::{Module, Param};
-use burn::tensor::module::conv2d;
-use burn::tensor::ops::ConvOptions;
 use burn::tensor::{backend::Backend, Tensor};
 
 /// `[B·T, C, H, W]` → `[B, C, T, H·W]`: one video per row, frames along dim 2.
@@ -55,12 +53,7 @@ impl<B: Backend> TemporalConv<B> {
 
     /// The convolution on `[B, C, T, N]` (zero padding of one frame at each end).
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        conv2d(
-            x,
-            self.weight.val(),
-            Some(self.bias.val()),
-            ConvOptions::new([1, 1], [1, 0], [1, 1], 1),
-        )
+        kernels::temporal_conv(x, self.weight.val(), Some(self.bias.val()))
     }
 }
 
