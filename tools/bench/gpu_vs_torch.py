@@ -132,12 +132,15 @@ def time_left():
 
 def run_rust(cmd, name, timeout, env=None):
     """Runs a selfcascade binary, records GPU memory (nvidia-smi, every 100 ms) and its output."""
+    if time_left() < 10:
+        log(f"[{name}] skipped: the --deadline has passed")
+        return dict(rc="skipped", wall_s=0.0, peak_gpu_mib=None, stdout="", stderr="")
     mem_file = os.path.join("/tmp", f"mem-{name}.csv")
     smi = subprocess.Popen(
         ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-lms", "100"],
         stdout=open(mem_file, "w"), stderr=subprocess.DEVNULL)
     t = time.time()
-    timeout = max(5, min(timeout, time_left()))
+    timeout = min(timeout, time_left())
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                            env=None if env is None else {**os.environ, **env})

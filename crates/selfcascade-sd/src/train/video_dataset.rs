@@ -134,12 +134,7 @@ pub fn prepare_video_training_set<B: Backend>(
                 .into(),
         ));
     }
-    if video.vae.is_none() {
-        return Err(Error::Model(format!(
-            "{} has no VAE: cannot encode training clips",
-            video.folder().display()
-        )));
-    }
+    vae(video)?;
     if let Some(dir) = &options.cache {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
@@ -219,17 +214,22 @@ fn clip_window(
     Ok((window, rng))
 }
 
+/// The model's VAE, or an error saying training clips need one.
+fn vae<B: Backend>(video: &TextToVideo<B>) -> Result<&crate::vae::AutoencoderKL<B>> {
+    video.vae.as_ref().ok_or_else(|| {
+        Error::Model(format!(
+            "{} has no VAE: cannot encode training clips",
+            video.folder().display()
+        ))
+    })
+}
+
 /// The scaled latents `[F, C, H, W]` of `frames`, encoded one frame at a time.
 fn encode_frames<B: Backend>(
     video: &TextToVideo<B>,
     frames: &[image::RgbImage],
 ) -> Result<Tensor<B, 4>> {
-    let vae = video.vae.as_ref().ok_or_else(|| {
-        Error::Model(format!(
-            "{} has no VAE: cannot encode training clips",
-            video.folder().display()
-        ))
-    })?;
+    let vae = vae(video)?;
     let latents = frames
         .iter()
         .map(|img| {
